@@ -1,0 +1,331 @@
+"""RCC catalog model, reader and writer.
+
+A catalog is one gzip stream of Go's indented JSON (``htfs.Root``). The model keeps every
+field RCC writes, in RCC's order, so that a catalog read and written again has the same
+JSON semantics (and, for catalogs RCC wrote, the same bytes once decompressed).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import CatalogError, NotFound
+from .modes import GO_DIR
+
+MOTHER_TIME = 1610000000
+"""RCC's fixed mtime/atime for every restored file and directory."""
+
+
+@dataclass(slots=True)
+class FileEntry:
+    """A regular file (or a symlink to a file) as RCC records it."""
+
+    name: str
+    size: int
+    mode: int
+    digest: str
+    rewrite: list[int] = field(default_factory=list)
+    symlink: str = ""
+
+    @property
+    def is_symlink(self) -> bool:
+        return bool(self.symlink)
+
+
+@dataclass(slots=True)
+class DirEntry:
+    """A directory; ``symlink`` set means the directory is a symlink, ``shadow`` that it
+    lies beneath one (recorded, never restored)."""
+
+    name: str
+    mode: int = GO_DIR | 0o755
+    subdirs: dict[str, DirEntry] = field(default_factory=dict)
+    files: dict[str, FileEntry] = field(default_factory=dict)
+    symlink: str = ""
+    shadow: bool = False
+
+    @property
+    def is_symlink(self) -> bool:
+        return bool(self.symlink)
+
+
+@dataclass(slots=True)
+class Catalog:
+    """An RCC catalog (``htfs.Root``)."""
+
+    identity: str
+    path: str
+    tree: DirEntry
+    controller: str = ""
+    space: str = ""
+    platform: str = ""
+    blueprint: str = ""
+    lifted: bool = False
+    rcc: str | None = None
+    source: Path | None = None
+
+    @property
+    def base_dir(self) -> str:
+        """The holotree base directory the environment was recorded in."""
+        return os.path.dirname(self.path)
+
+    def info(self) -> dict[str, Any]:
+        """The top-level fields, as RCC writes them to the ``.info`` sidecar."""
+        out: dict[str, Any] = {}
+        if self.rcc is not None:
+            out["rcc"] = self.rcc
+        out.update(
+            identity=self.identity,
+            path=self.path,
+            controller=self.controller,
+            space=self.space,
+            platform=self.platform,
+            blueprint=self.blueprint,
+        )
+        return out
+
+
+def iter_dirs(tree: DirEntry, prefix: str = "") -> Iterator[tuple[str, DirEntry]]:
+    """Every directory, parents before children, with its relative path ('' for the root)."""
+    stack = [(prefix, tree)]
+    while stack:
+        path, node = stack.pop()
+        yield path, node
+        for name in sorted(node.subdirs, reverse=True):
+            stack.append((f"{path}/{name}" if path else name, node.subdirs[name]))
+
+
+def iter_files(tree: DirEntry, *, include_shadow: bool = True) -> Iterator[tuple[str, FileEntry, DirEntry]]:
+    """Every file with its relative path and parent directory."""
+    for path, node in iter_dirs(tree):
+        if not include_shadow and (node.shadow or node.is_symlink):
+            continue
+        for name in sorted(node.files):
+            yield (f"{path}/{name}" if path else name), node.files[name], node
+
+
+# --- reading -------------------------------------------------------------------------
+
+
+def _expect(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, default: Any = ...) -> Any:
+    if key not in obj:
+        if default is ...:
+            raise CatalogError(f"catalog entry {where!r}: missing field {key!r}")
+        return default
+    value = obj[key]
+    if kind is int and isinstance(value, bool):
+        raise CatalogError(f"catalog entry {where!r}: field {key!r} must be a number")
+    if not isinstance(value, kind):
+        raise CatalogError(f"catalog entry {where!r}: field {key!r} has the wrong type")
+    return value
+
+
+def _file_from_json(obj: Any, key: str, where: str) -> FileEntry:
+    if not isinstance(obj, dict):
+        raise CatalogError(f"catalog entry {where!r}: expected an object")
+    name = _expect(obj, "name", str, where)
+    if name != key:
+        raise CatalogError(f"catalog entry {where!r}: map key {key!r} differs from name {name!r}")
+    rewrite = _expect(obj, "rewrite", (list, type(None)), where, [])
+    if rewrite is None:
+        rewrite = []
+    if not all(isinstance(x, int) and not isinstance(x, bool) for x in rewrite):
+        raise CatalogError(f"catalog entry {where!r}: rewrite offsets must be integers")
+    return FileEntry(
+        name=name,
+        size=_expect(obj, "size", int, where),
+        mode=_expect(obj, "mode", int, where),
+        digest=_expect(obj, "digest", str, where),
+        rewrite=rewrite,
+        symlink=_expect(obj, "symlink", str, where, ""),
+    )
+
+
+def _dir_from_json(obj: Any, key: str, where: str) -> DirEntry:
+    if not isinstance(obj, dict):
+        raise CatalogError(f"catalog entry {where or '/'!r}: expected an object")
+    name = _expect(obj, "name", str, where)
+    if name != key:
+        raise CatalogError(f"catalog entry {where!r}: map key {key!r} differs from name {name!r}")
+    subdirs_json = _expect(obj, "subdirs", (dict, type(None)), where, {}) or {}
+    files_json = _expect(obj, "files", (dict, type(None)), where, {}) or {}
+    node = DirEntry(
+        name=name,
+        mode=_expect(obj, "mode", int, where),
+        symlink=_expect(obj, "symlink", str, where, ""),
+        shadow=_expect(obj, "shadow", bool, where, False),
+    )
+    for sub_key, sub in subdirs_json.items():
+        node.subdirs[sub_key] = _dir_from_json(sub, sub_key, f"{where}/{sub_key}" if where else sub_key)
+    for file_key, file in files_json.items():
+        node.files[file_key] = _file_from_json(file, file_key, f"{where}/{file_key}" if where else file_key)
+    return node
+
+
+def catalog_from_json(obj: Any) -> Catalog:
+    """Build a Catalog from decoded JSON, checking types and key/name consistency."""
+    if not isinstance(obj, dict):
+        raise CatalogError("catalog: top level is not a JSON object")
+    if "tree" not in obj:
+        raise CatalogError("catalog: no 'tree' field (is this an RCC catalog?)")
+    rcc = obj.get("rcc")
+    return Catalog(
+        rcc=rcc if isinstance(rcc, str) else None,
+        identity=_expect(obj, "identity", str, "<top>"),
+        path=_expect(obj, "path", str, "<top>"),
+        controller=_expect(obj, "controller", str, "<top>", ""),
+        space=_expect(obj, "space", str, "<top>", ""),
+        platform=_expect(obj, "platform", str, "<top>", ""),
+        blueprint=_expect(obj, "blueprint", str, "<top>", ""),
+        lifted=_expect(obj, "lifted", bool, "<top>", False),
+        tree=_dir_from_json(obj["tree"], obj["tree"].get("name", "") if isinstance(obj["tree"], dict) else "", ""),
+    )
+
+
+def read_catalog(path: str | os.PathLike[str]) -> Catalog:
+    """Read a gzip'd RCC catalog file; every failure is a one-line CatalogError/NotFound."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise NotFound(f"catalog not found: {path}") from None
+    except IsADirectoryError:
+        raise CatalogError(f"{path} is a directory, not a catalog file") from None
+    except OSError as exc:
+        raise CatalogError(f"cannot read catalog {path}: {exc.strerror}") from None
+    if raw[:2] != b"\x1f\x8b":
+        raise CatalogError(f"{path} is not a catalog: not a gzip stream")
+    try:
+        text = gzip.decompress(raw)
+    except (EOFError, OSError, zlib.error) as exc:
+        raise CatalogError(f"{path} is not a catalog: truncated or corrupt gzip ({exc})") from None
+    try:
+        obj = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CatalogError(f"{path} is not a catalog: invalid JSON ({exc})") from None
+    catalog = catalog_from_json(obj)
+    catalog.source = path
+    return catalog
+
+
+# --- writing -------------------------------------------------------------------------
+
+_GO_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t",
+               "<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def _go_string(text: str) -> str:
+    """A JSON string literal exactly as Go's encoding/json writes it."""
+    out = ['"']
+    for ch in text:
+        esc = _GO_ESCAPES.get(ch)
+        if esc is not None:
+            out.append(esc)
+        elif ch < " ":
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def _go_json(value: Any, indent: str, out: list[str]) -> None:
+    if isinstance(value, dict):
+        if not value:
+            out.append("{}")
+            return
+        inner = indent + "  "
+        out.append("{\n")
+        for i, (k, v) in enumerate(value.items()):
+            out.append(f"{inner}{_go_string(k)}: ")
+            _go_json(v, inner, out)
+            out.append(",\n" if i < len(value) - 1 else "\n")
+        out.append(indent + "}")
+    elif isinstance(value, list):
+        if not value:
+            out.append("[]")
+            return
+        inner = indent + "  "
+        out.append("[\n")
+        for i, v in enumerate(value):
+            out.append(inner)
+            _go_json(v, inner, out)
+            out.append(",\n" if i < len(value) - 1 else "\n")
+        out.append(indent + "]")
+    elif isinstance(value, bool):
+        out.append("true" if value else "false")
+    elif isinstance(value, int):
+        out.append(str(value))
+    elif isinstance(value, str):
+        out.append(_go_string(value))
+    elif value is None:
+        out.append("null")
+    else:  # pragma: no cover - the model holds no other types
+        raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def _file_to_json(f: FileEntry) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": f.name}
+    if f.symlink:
+        out["symlink"] = f.symlink
+    out.update(size=f.size, mode=f.mode, digest=f.digest, rewrite=list(f.rewrite))
+    return out
+
+
+def _dir_to_json(d: DirEntry) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": d.name}
+    if d.symlink:
+        out["symlink"] = d.symlink
+    out["mode"] = d.mode
+    out["subdirs"] = {k: _dir_to_json(d.subdirs[k]) for k in sorted(d.subdirs)}
+    out["files"] = {k: _file_to_json(d.files[k]) for k in sorted(d.files)}
+    if d.shadow:
+        out["shadow"] = True
+    return out
+
+
+def catalog_to_json(catalog: Catalog) -> dict[str, Any]:
+    """The catalog as a JSON-ready dict, fields in RCC's (Go struct) order."""
+    out = catalog.info()
+    out["lifted"] = catalog.lifted
+    out["tree"] = _dir_to_json(catalog.tree)
+    return out
+
+
+def dumps_go(value: Any) -> bytes:
+    """Go ``json.MarshalIndent(value, "", "  ")`` output for a JSON-ready value."""
+    out: list[str] = []
+    _go_json(value, "", out)
+    return "".join(out).encode("utf-8")
+
+
+def catalog_bytes(catalog: Catalog) -> bytes:
+    """The uncompressed catalog JSON, as RCC would write it."""
+    return dumps_go(catalog_to_json(catalog))
+
+
+def write_catalog(catalog: Catalog, path: str | os.PathLike[str], *, info_sidecar: bool = True) -> Path:
+    """Write a gzip'd catalog (and RCC's ``.info`` sidecar) atomically."""
+    from .fsutil import atomic_write_bytes
+
+    path = Path(path)
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=1, mtime=0, filename="") as gz:
+        gz.write(catalog_bytes(catalog))
+    atomic_write_bytes(path, buf.getvalue())
+    if info_sidecar:
+        atomic_write_bytes(path.with_name(path.name + ".info"), dumps_go(catalog.info()))
+    return path
+
+
+def catalog_name(blueprint: str, platform: str) -> str:
+    """RCC's catalog file name: ``<blueprint>v12.<platform>``."""
+    return f"{blueprint}v12.{platform}"

@@ -1,0 +1,57 @@
+"""Small filesystem helpers shared by every writer: atomic files, temp names."""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+from pathlib import Path
+
+from .errors import NoSpace
+
+
+def part_name(final: str | os.PathLike[str]) -> str:
+    """A unique temporary name next to ``final`` (RCC style ``<name>.part<id>``)."""
+    return f"{os.fspath(final)}.part{os.getpid()}x{secrets.token_hex(4)}"
+
+
+def is_part_name(name: str) -> bool:
+    """True for temporary names made by :func:`part_name` (left behind by a crash)."""
+    head, sep, tail = name.rpartition(".part")
+    return bool(sep and head and tail and "x" in tail and tail.split("x", 1)[0].isdigit())
+
+
+def raise_for_disk(exc: OSError, what: str) -> None:
+    """Turn ENOSPC/EDQUOT into a clear NoSpace error; re-raise anything else."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise NoSpace(f"no space left on device while writing {what}") from None
+    raise exc
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` via a temporary file and one rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = part_name(path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        _unlink_quietly(tmp)
+        raise_for_disk(exc, os.fspath(path))
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
