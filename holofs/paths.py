@@ -1,0 +1,30 @@
+"""Default per-user locations (overridable by settings and flags)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+
+def default_cache_dir() -> Path:
+    """Root of holofs' content-addressed cache and verification record (``HOLOFS_CACHE``)."""
+    env = os.environ.get("HOLOFS_CACHE")
+    return Path(env) if env else Path(platformdirs.user_cache_dir("holofs"))
+
+
+def default_config_file() -> Path:
+    """The settings file (``HOLOFS_CONFIG``), TOML."""
+    env = os.environ.get("HOLOFS_CONFIG")
+    return Path(env) if env else Path(platformdirs.user_config_dir("holofs")) / "settings.toml"
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) readable by the owner only; return it."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        os.chmod(path, 0o700)
+    except PermissionError:
+        pass
+    return path
