@@ -39,12 +39,14 @@ def is_valid_digest(digest: str) -> bool:
     return algorithm_of(digest) is not None
 
 
-def siphash128(data: bytes | bytearray | memoryview | mmap.mmap) -> bytes:
-    """SipHash-2-4-128 of a buffer (zero-copy for mmaps and memoryviews)."""
+def siphash128(data: bytes | bytearray | memoryview | mmap.mmap, key: bytes = SIPHASH_KEY) -> bytes:
+    """SipHash-2-4-128 of a buffer (zero-copy for mmaps and memoryviews); ``key`` is 16 bytes."""
+    if len(key) != 16:
+        raise ValueError("SipHash key must be 16 bytes")
     ffi, lib = _siphash.ffi, _siphash.lib
     out = ffi.new("uint8_t[16]")
     src = ffi.from_buffer(data) if len(data) else ffi.new("uint8_t[1]")
-    if lib.siphash(src, len(data), SIPHASH_KEY, out, 16) != 0:  # pragma: no cover
+    if lib.siphash(src, len(data), key, out, 16) != 0:  # pragma: no cover
         raise RuntimeError("siphash failed")
     return bytes(ffi.buffer(out, 16))
 
