@@ -1,0 +1,512 @@
+"""How one catalog file becomes a real file: the strategy matrix and its fallbacks.
+
+=================  ===========================================================
+strategy           used for
+=================  ===========================================================
+reflink            raw blob, same filesystem with copy-on-write (FICLONE); files
+                   with rewrites are cloned and then only the rewrite ranges are
+                   pwritten (those blocks become unshared)
+copy_file_range    raw blob when reflink is impossible (other fs, no CoW)
+decompress         gzip/zstd blob: streamed decode + write, rewrites applied in
+                   the buffer
+copy               plain copy (sendfile, then read/write): ``--strategy copy``,
+                   copy-pattern matches, and the end of every fallback chain
+hardlink           opt-in (``mode="hardlink"``), raw blob, no rewrites, blob
+                   permissions already right: the file *shares the inode* with
+                   the library (writing to it corrupts the library; its times
+                   are the blob's, not RCC's mother time)
+symlink            entries with a recorded symlink target (verbatim)
+=================  ===========================================================
+
+Fallback chain on EXDEV/EOPNOTSUPP/EINVAL/ENOTTY/...: reflink -> copy_file_range -> copy.
+Whether reflink works is learned once per (library st_dev, target st_dev) pair and cached.
+With ``verify`` the original content is hashed while it is produced (decoded stream, or an
+mmap of a raw source as it is cloned), never by reading the result back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import fnmatch
+import hashlib
+import logging
+import mmap
+import os
+import threading
+import time
+import zlib
+from dataclasses import dataclass
+
+import zstandard
+
+from .catalog import FileEntry
+from .digest import SIPHASH128, algorithm_of, new_hasher, siphash128
+from .errors import CatalogError, CorruptBlob, NotFound
+from .fsutil import raise_for_disk
+from .library import GZIP_MAGIC, ZSTD_MAGIC, Hololib
+from .relocation import Relocation
+
+log = logging.getLogger("holofs.strategies")
+
+REFLINK = "reflink"
+COPY_FILE_RANGE = "copy_file_range"
+DECOMPRESS = "decompress"
+COPY = "copy"
+HARDLINK = "hardlink"
+SYMLINK = "symlink"
+STRATEGIES = (REFLINK, COPY_FILE_RANGE, DECOMPRESS, COPY, HARDLINK, SYMLINK)
+MODES = ("auto", "reflink", "copy", "hardlink")
+
+FICLONE = 0x40049409
+CHUNK = 1 << 20
+_UNSUPPORTED = {
+    errno.EXDEV, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOTTY, errno.ENOSYS,
+    errno.EPERM, errno.EBADF, errno.ETXTBSY,
+}
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_OPEN_BLOB = os.O_RDONLY | os.O_CLOEXEC
+
+
+@dataclass(slots=True)
+class StrategyCounter:
+    files: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(slots=True)
+class ProduceResult:
+    strategy: str
+    nbytes: int
+    verified: bool
+
+
+class Linker:
+    """Chooses and proves strategies per (library fs, target fs) pair; thread-safe.
+
+    ``mode``: ``auto`` (reflink, else copy_file_range, else copy), ``reflink`` (the same, but
+    warns once when reflink is impossible), ``copy`` (plain copies only), ``hardlink``
+    (hardlink raw unrewritten blobs, auto for the rest). ``copy_patterns`` are fnmatch globs
+    on the entry path whose files are always copied, never shared."""
+
+    def __init__(self, mode: str = "auto", copy_patterns: tuple[str, ...] = ()) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown strategy mode {mode!r}")
+        self.mode = mode
+        self.copy_patterns = tuple(copy_patterns)
+        self.counters: dict[str, StrategyCounter] = {}
+        self._reflink: dict[tuple[int, int], bool] = {}
+        self._cfr: dict[tuple[int, int], bool] = {}
+        self._warned: set[str] = set()
+        self._lock = threading.Lock()
+
+    # -- bookkeeping -----------------------------------------------------------------
+
+    def record(self, strategy: str, nbytes: int, seconds: float) -> None:
+        with self._lock:
+            c = self.counters.get(strategy)
+            if c is None:
+                c = self.counters[strategy] = StrategyCounter()
+            c.files += 1
+            c.bytes += nbytes
+            c.seconds += seconds
+
+    def warn_once(self, key: str, message: str) -> None:
+        with self._lock:
+            if key in self._warned:
+                return
+            self._warned.add(key)
+        log.warning("%s", message)
+
+    @property
+    def warnings(self) -> list[str]:
+        return sorted(self._warned)
+
+    def must_copy(self, path: str) -> bool:
+        """True if ``path`` matches a copy pattern (always copied, never reflinked)."""
+        return any(fnmatch.fnmatchcase(path, pat) for pat in self.copy_patterns)
+
+    def reflink_known(self, pair: tuple[int, int]) -> bool | None:
+        return self._reflink.get(pair)
+
+    def _set(self, table: dict[tuple[int, int], bool], pair: tuple[int, int], ok: bool) -> None:
+        with self._lock:
+            table.setdefault(pair, ok)
+
+    def as_dict(self) -> dict[str, dict[str, float]]:
+        with self._lock:
+            return {
+                name: {"files": c.files, "bytes": c.bytes, "seconds": round(c.seconds, 6)}
+                for name, c in sorted(self.counters.items())
+            }
+
+
+# --- decoding --------------------------------------------------------------------------
+
+_tls = threading.local()
+
+
+def _zstd_dctx() -> zstandard.ZstdDecompressor:
+    dctx = getattr(_tls, "dctx", None)
+    if dctx is None:
+        dctx = _tls.dctx = zstandard.ZstdDecompressor()
+    return dctx
+
+
+class _FdReader:
+    """Minimal file object over a raw fd (for zstandard's stream_reader)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def read(self, n: int = -1) -> bytes:
+        return os.read(self.fd, CHUNK if n is None or n < 0 else n)
+
+
+def _gzip_chunks(fd: int, limit: int, label: str):
+    d = zlib.decompressobj(31)
+    total = 0
+    done = False
+    while True:
+        data = os.read(fd, CHUNK)
+        if not data:
+            break
+        while data:
+            if done:  # a further gzip member (or trailing garbage)
+                d = zlib.decompressobj(31)
+                done = False
+            try:
+                out = d.decompress(data, CHUNK)
+            except zlib.error as exc:
+                raise CorruptBlob(f"{label}: gzip data is corrupt ({exc})") from None
+            if out:
+                total += len(out)
+                if total > limit:
+                    raise _TooBig(total)
+                yield out
+            if d.eof:
+                data = d.unused_data
+                done = True
+            else:
+                data = d.unconsumed_tail
+    if not done:
+        try:
+            out = d.flush()
+        except zlib.error as exc:
+            raise CorruptBlob(f"{label}: gzip data is corrupt ({exc})") from None
+        if out:
+            total += len(out)
+            if total > limit:
+                raise _TooBig(total)
+            yield out
+        if not d.eof:
+            raise CorruptBlob(f"{label}: gzip data is truncated")
+
+
+def _zstd_chunks(fd: int, limit: int, label: str):
+    reader = _zstd_dctx().stream_reader(_FdReader(fd), read_size=CHUNK, read_across_frames=True, closefd=False)
+    total = 0
+    try:
+        while True:
+            out = reader.read(CHUNK)
+            if not out:
+                break
+            total += len(out)
+            if total > limit:
+                raise _TooBig(total)
+            yield out
+    except zstandard.ZstdError as exc:
+        raise CorruptBlob(f"{label}: zstd data is corrupt ({exc})") from None
+
+
+def _raw_chunks(fd: int, limit: int, label: str):
+    total = 0
+    while True:
+        out = os.read(fd, CHUNK)
+        if not out:
+            return
+        total += len(out)
+        if total > limit:
+            raise _TooBig(total)
+        yield out
+
+
+class _TooBig(Exception):
+    def __init__(self, seen: int) -> None:
+        self.seen = seen
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def _hash_fd(fd: int, size: int, digest: str) -> str:
+    """Digest of an open file's first ``size`` bytes via mmap (no copy into Python)."""
+    alg = algorithm_of(digest)
+    if size == 0:
+        return new_hasher(alg or "sha256").hexdigest()
+    with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as view:
+        if alg == SIPHASH128:
+            return siphash128(view).hex()
+        return hashlib.sha256(view).hexdigest()
+
+
+def _corrupt(label: str, entry: FileEntry, actual: str, detail: str = "") -> CorruptBlob:
+    extra = f" ({detail})" if detail else ""
+    return CorruptBlob(
+        f"{label}: corrupted hololib blob, expected digest {entry.digest}, actual {actual}{extra}"
+    )
+
+
+def _check_rewrites(entry: FileEntry, n: int, label: str) -> None:
+    for off in entry.rewrite:
+        if off < 0 or off + n > entry.size:
+            raise CatalogError(f"{label}: rewrite offset {off} lies outside the file (size {entry.size})")
+
+
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _apply_window(buf: bytearray, pos: int, offsets: list[int], ident: bytes) -> None:
+    n = len(ident)
+    end = pos + len(buf)
+    for off in offsets:
+        if off + n <= pos or off >= end:
+            continue
+        s = max(off, pos)
+        e = min(off + n, end)
+        buf[s - pos : e - pos] = ident[s - off : e - off]
+
+
+def _sendfile_all(dst: int, src: int, size: int) -> None:
+    off = 0
+    while off < size:
+        sent = os.sendfile(dst, src, off, size - off)
+        if sent == 0:
+            raise OSError(errno.EIO, "source shrank while copying")
+        off += sent
+
+
+def _cfr_all(dst: int, src: int, size: int) -> None:
+    off = 0
+    while off < size:
+        n = os.copy_file_range(src, dst, size - off, off, off)
+        if n == 0:
+            raise OSError(errno.EIO, "source shrank while copying")
+        off += n
+
+
+# --- the producer ---------------------------------------------------------------------
+
+
+def produce_file(
+    lib: Hololib,
+    entry: FileEntry,
+    dest: str | os.PathLike[str],
+    *,
+    relocation: Relocation | None,
+    verify: bool,
+    linker: Linker,
+    dir_fd: int | None = None,
+    label: str | None = None,
+    perm: int | None = None,
+    times_ns: int | None = None,
+    verified_store=None,
+    policy=None,
+    target_dev: int | None = None,
+) -> ProduceResult:
+    """Write ``entry``'s content (relocated) to the new file ``dest``.
+
+    ``dest`` is created with O_EXCL|O_NOFOLLOW (relative to ``dir_fd``); the caller renames it
+    into place. ``perm`` and ``times_ns`` (mtime=atime), when given, are applied through the
+    open fd. With ``verified_store`` and ``policy`` the decision to hash is taken here from
+    the blob's fstat (``verify`` is then ignored) and a successful hash is recorded. On any
+    error ``dest`` is removed. Symlink entries become symlinks with the recorded target."""
+    t0 = time.perf_counter()
+    label = label or entry.name
+    if entry.symlink:
+        try:
+            os.symlink(entry.symlink, dest, dir_fd=dir_fd)
+        except OSError as exc:
+            raise_for_disk(exc, label)
+        linker.record(SYMLINK, 0, time.perf_counter() - t0)
+        return ProduceResult(SYMLINK, 0, False)
+
+    digest = entry.digest
+    lib_dir = os.fspath(lib.library_dir)
+    blob = f"{lib_dir}/{digest[0:2]}/{digest[2:4]}/{digest[4:6]}/{digest}"
+    try:
+        src = os.open(blob, _OPEN_BLOB)
+    except FileNotFoundError:
+        raise NotFound(f"{label}: blob {digest} is missing from {lib_dir}") from None
+    try:
+        st = os.fstat(src)
+        if verified_store is not None and policy is not None:
+            verify = verified_store.needs_check_stat(digest, st, policy)
+        rewrites = entry.rewrite if relocation is not None and not relocation.is_identity else ()
+        ident = relocation.target if rewrites else b""
+        if rewrites:
+            _check_rewrites(entry, len(ident), label)
+        if st.st_size == entry.size:
+            encoding = "raw"
+        else:
+            head = os.pread(src, 4, 0)
+            if head.startswith(GZIP_MAGIC):
+                encoding = "gzip"
+            elif head.startswith(ZSTD_MAGIC):
+                encoding = "zstd"
+            else:
+                encoding = "raw"
+
+        # hardlink: shares the inode, so only without rewrites and with matching perms.
+        if (
+            linker.mode == "hardlink" and encoding == "raw" and not rewrites and st.st_size == entry.size
+            and (perm is None or (st.st_mode & 0o7777) == perm) and not linker.must_copy(label)
+        ):
+            if verify:
+                actual = _hash_fd(src, st.st_size, digest)
+                if actual != digest:
+                    raise _corrupt(label, entry, actual)
+            try:
+                os.link(blob, dest, dst_dir_fd=dir_fd)
+                ok = True
+            except OSError as exc:
+                if exc.errno not in _UNSUPPORTED and exc.errno != errno.EMLINK:
+                    raise_for_disk(exc, label)
+                linker.warn_once("hardlink", f"hardlink impossible ({exc.strerror}); copying instead")
+                ok = False
+            if ok:
+                _mark(verified_store, verify, digest, st)
+                linker.record(HARDLINK, entry.size, time.perf_counter() - t0)
+                return ProduceResult(HARDLINK, entry.size, verify)
+
+        try:
+            dst = os.open(dest, _CREATE_FLAGS, 0o600, dir_fd=dir_fd)
+        except OSError as exc:
+            raise_for_disk(exc, label)
+        try:
+            if encoding == "raw" and st.st_size == entry.size:
+                strategy = _produce_raw(src, dst, entry, st, linker, verify, rewrites, ident, label, target_dev)
+            else:
+                strategy = _produce_stream(src, dst, entry, encoding, verify, rewrites, ident, label,
+                                           DECOMPRESS if encoding != "raw" else COPY)
+            if perm is not None:
+                os.fchmod(dst, perm)
+            if times_ns is not None:
+                os.utime(dst, ns=(times_ns, times_ns))
+        except BaseException as exc:
+            os.close(dst)
+            with contextlib.suppress(OSError):
+                os.unlink(dest, dir_fd=dir_fd)
+            if isinstance(exc, OSError) and not isinstance(exc, CorruptBlob):
+                raise_for_disk(exc, label)
+            raise
+        os.close(dst)
+    finally:
+        os.close(src)
+    _mark(verified_store, verify, digest, st)
+    linker.record(strategy, entry.size, time.perf_counter() - t0)
+    return ProduceResult(strategy, entry.size, verify)
+
+
+def _mark(store, verify: bool, digest: str, st: os.stat_result) -> None:
+    if store is not None and verify:
+        store.mark_verified_stat(digest, st)
+
+
+def _produce_raw(src: int, dst: int, entry: FileEntry, st: os.stat_result, linker: Linker, verify: bool,
+                 rewrites, ident: bytes, label: str, target_dev: int | None) -> str:
+    """A raw blob of the right size: reflink, copy_file_range or copy, then rewrite ranges."""
+    size = entry.size
+    if size == 0:
+        strategy = COPY
+    else:
+        strategy = ""
+        if linker.mode == "copy" or linker.must_copy(label):
+            pass
+        else:
+            if target_dev is None:
+                target_dev = os.fstat(dst).st_dev
+            pair = (st.st_dev, target_dev)
+            if linker._reflink.get(pair, True):
+                try:
+                    fcntl.ioctl(dst, FICLONE, src)
+                    strategy = REFLINK
+                    linker._set(linker._reflink, pair, True)
+                except OSError as exc:
+                    if exc.errno not in _UNSUPPORTED:
+                        raise
+                    if pair not in linker._reflink:
+                        linker._set(linker._reflink, pair, False)
+                    if linker.mode == "reflink":
+                        linker.warn_once(
+                            f"reflink:{pair}",
+                            f"reflink is impossible from the library to the target ({exc.strerror}); using copy_file_range/copy",
+                        )
+            elif linker.mode == "reflink":
+                linker.warn_once(f"reflink:{pair}", "reflink is impossible from the library to the target; copying")
+            if not strategy and linker._cfr.get(pair, True):
+                try:
+                    _cfr_all(dst, src, size)
+                    strategy = COPY_FILE_RANGE
+                    linker._set(linker._cfr, pair, True)
+                except OSError as exc:
+                    if exc.errno not in _UNSUPPORTED:
+                        raise
+                    linker._set(linker._cfr, pair, False)
+                    os.ftruncate(dst, 0)
+        if not strategy:
+            try:
+                _sendfile_all(dst, src, size)
+            except OSError as exc:
+                if exc.errno not in _UNSUPPORTED:
+                    raise
+                os.ftruncate(dst, 0)
+                os.lseek(src, 0, os.SEEK_SET)
+                os.lseek(dst, 0, os.SEEK_SET)
+                while data := os.read(src, CHUNK):
+                    _write_all(dst, data)
+            strategy = COPY
+    if verify:
+        actual = _hash_fd(src, size, entry.digest)
+        if actual != entry.digest:
+            raise _corrupt(label, entry, actual)
+    for off in rewrites:
+        os.pwrite(dst, ident, off)
+    return strategy
+
+
+def _produce_stream(src: int, dst: int, entry: FileEntry, encoding: str, verify: bool, rewrites,
+                    ident: bytes, label: str, strategy: str) -> str:
+    """Decode (or copy) chunk by chunk, hashing the original and relocating in the buffer."""
+    chunks = {"gzip": _gzip_chunks, "zstd": _zstd_chunks}.get(encoding, _raw_chunks)
+    hasher = new_hasher(algorithm_of(entry.digest) or "sha256") if verify else None
+    pos = 0
+    offsets = sorted(rewrites)
+    n = len(ident)
+    try:
+        for chunk in chunks(src, entry.size, label):
+            if hasher is not None:
+                hasher.update(chunk)
+            if offsets and any(off < pos + len(chunk) and off + n > pos for off in offsets):
+                buf = bytearray(chunk)
+                _apply_window(buf, pos, offsets, ident)
+                _write_all(dst, buf)
+            else:
+                _write_all(dst, chunk)
+            pos += len(chunk)
+    except _TooBig:
+        actual = "(not computed: content too large)"
+        raise _corrupt(label, entry, actual, f"decodes to more than the recorded {entry.size} bytes") from None
+    if pos != entry.size:
+        actual = hasher.hexdigest() if hasher is not None else "(not computed)"
+        raise _corrupt(label, entry, actual, f"decodes to {pos} bytes, catalog says {entry.size}")
+    if hasher is not None:
+        actual = hasher.hexdigest()
+        if actual != entry.digest:
+            raise _corrupt(label, entry, actual)
+    return strategy
