@@ -1,0 +1,1 @@
+"""Frontends that serve a holofs virtual tree to the kernel (FUSE today)."""

@@ -1,0 +1,212 @@
+"""pyfuse3 + trio adapter: serves a :class:`holofs.vtree.VirtualTree` at a mountpoint.
+
+Thin by design: every handler translates one kernel request into one vtree call.
+- ``HolofsError`` becomes ``FUSEError(error.errno)``; any other exception is logged with its
+  traceback and answered with EIO (an exception escaping a handler would end the mount).
+- Cache fills (first open of a file) run in worker threads under a CapacityLimiter, never on
+  the trio loop; opens of already-cached files and reads (``os.pread`` on the cache fd) are
+  cheap and run inline.
+- The tree is immutable, so entry/attribute timeouts are long and open files keep the
+  kernel page cache (``keep_cache``): warm reads never reach this process.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pyfuse3
+import trio
+
+from ..errors import HolofsError
+from ..vtree import ROOT_INO, Attr, VirtualTree
+
+log = logging.getLogger("holofs.fuse")
+
+CACHE_TIMEOUT = 24 * 3600.0
+"""Seconds the kernel may cache entries and attributes (the tree never changes)."""
+FILL_THREADS = 8
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def fuse_errors(func: F) -> F:
+    """Map HolofsError to FUSEError(errno); log anything unexpected and answer EIO."""
+
+    @functools.wraps(func)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await func(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except HolofsError as exc:
+            if exc.errno not in (errno.ENOENT,):
+                log.info("%s: %s", func.__name__, exc)
+            raise pyfuse3.FUSEError(exc.errno) from None
+        except OSError as exc:
+            log.warning("%s: %s", func.__name__, exc)
+            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
+        except Exception:
+            log.exception("unexpected error in %s", func.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _entry(attr: Attr) -> pyfuse3.EntryAttributes:
+    out = pyfuse3.EntryAttributes()
+    out.st_ino = attr.ino
+    out.generation = 0
+    out.entry_timeout = CACHE_TIMEOUT
+    out.attr_timeout = CACHE_TIMEOUT
+    out.st_mode = attr.mode
+    out.st_nlink = attr.nlink
+    out.st_uid = attr.uid
+    out.st_gid = attr.gid
+    out.st_rdev = 0
+    out.st_size = attr.size
+    out.st_blksize = 4096
+    out.st_blocks = attr.blocks
+    out.st_atime_ns = out.st_mtime_ns = out.st_ctime_ns = attr.time_ns
+    return out
+
+
+class HolofsOperations(pyfuse3.Operations):
+    """Read-only FUSE operations over a VirtualTree."""
+
+    supports_dot_lookup = True
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(self, tree: VirtualTree, *, fill_threads: int = FILL_THREADS) -> None:
+        super().__init__()
+        self.tree = tree
+        self.limiter = trio.CapacityLimiter(fill_threads)
+        assert pyfuse3.ROOT_INODE == ROOT_INO
+
+    @fuse_errors
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        return _entry(self.tree.lookup(parent_inode, os.fsdecode(name)))
+
+    @fuse_errors
+    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        return _entry(self.tree.getattr(inode))
+
+    @fuse_errors
+    async def readlink(self, inode: int, ctx: Any) -> bytes:
+        return os.fsencode(self.tree.readlink(inode))
+
+    @fuse_errors
+    async def opendir(self, inode: int, ctx: Any) -> int:
+        if not self.tree.is_dir(inode):
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        return inode
+
+    @fuse_errors
+    async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+        for name, attr, next_id in self.tree.readdir(fh, start_id):
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), _entry(attr), next_id):
+                break
+
+    @fuse_errors
+    async def releasedir(self, fh: int) -> None:
+        return None
+
+    @fuse_errors
+    async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
+        handle = self.tree.open_cached(inode, flags)
+        if handle is None:
+            handle = await trio.to_thread.run_sync(self.tree.open, inode, flags, limiter=self.limiter)
+        return pyfuse3.FileInfo(fh=handle, keep_cache=True, direct_io=False)
+
+    @fuse_errors
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        return self.tree.read(fh, off, size)
+
+    @fuse_errors
+    async def release(self, fh: int) -> None:
+        self.tree.release(fh)
+
+    @fuse_errors
+    async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
+        st = self.tree.statfs()
+        out = pyfuse3.StatvfsData()
+        out.f_bsize = out.f_frsize = st.block_size
+        out.f_blocks = st.blocks
+        out.f_bfree = out.f_bavail = 0
+        out.f_files = st.files
+        out.f_ffree = out.f_favail = 0
+        out.f_namemax = st.name_max
+        return out
+
+    @fuse_errors
+    async def access(self, inode: int, mode: int, ctx: Any) -> bool:
+        self.tree.getattr(inode)
+        return not mode & os.W_OK
+
+    @fuse_errors
+    async def forget(self, inode_list: Any) -> None:
+        return None  # inodes are permanent for the life of the mount
+
+    @fuse_errors
+    async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+        raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+
+    @fuse_errors
+    async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
+        return []
+
+
+def mount_options(*, allow_other: bool = False) -> set[str]:
+    opts = {"fsname=holofs", "subtype=holofs", "ro", "default_permissions"}
+    if allow_other:
+        opts.add("allow_other")
+    return opts
+
+
+class FuseMount:
+    """One FUSE mount of a tree: ``with FuseMount(...) as m: trio.run(m.serve)``.
+
+    Entering mounts (the kernel mount exists afterwards); leaving unmounts and closes
+    every open handle."""
+
+    def __init__(self, tree: VirtualTree, mountpoint: str, *, allow_other: bool = False,
+                 on_stats: Callable[[], None] | None = None) -> None:
+        self.tree = tree
+        self.mountpoint = mountpoint
+        self.allow_other = allow_other
+        self.on_stats = on_stats
+        self.ops = HolofsOperations(tree)
+
+    def __enter__(self) -> FuseMount:
+        pyfuse3.init(self.ops, self.mountpoint, mount_options(allow_other=self.allow_other))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            pyfuse3.close(unmount=True)
+        finally:
+            self.tree.close()
+
+    async def _watch_signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGUSR1) as signals:
+            async for signum in signals:
+                if signum == signal.SIGUSR1:
+                    if self.on_stats is not None:
+                        self.on_stats()
+                    continue
+                log.info("signal %d: unmounting %s", signum, self.mountpoint)
+                pyfuse3.terminate()
+                return
+
+    async def serve(self) -> None:
+        """Serve requests until unmounted (externally, or by SIGINT/SIGTERM)."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch_signals)
+            await pyfuse3.main(min_tasks=4)
+            nursery.cancel_scope.cancel()

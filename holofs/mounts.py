@@ -1,0 +1,359 @@
+"""Mount management: run a mount in the foreground or as a daemon, find and unmount mounts.
+
+A daemonized mount is a forked child (it inherits the already-imported modules, which keeps
+start-up fast) in its own session, with stdio redirected to ``<cache>/mounts/<id>/holofs.log``.
+It reports back through a pipe: ``ready`` once the kernel mount exists, or ``error <msg>``;
+the parent returns only after that (and after seeing the mount in /proc/self/mountinfo).
+
+Each live mount has a runtime directory ``<cache>/mounts/<id>/`` (``id`` = hash of the
+mountpoint) holding ``mount.json`` (pid, mountpoint, catalog, ...), the daemon's log and, on
+SIGUSR1, ``stats.json`` with the cache fill counters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import Busy, HolofsError, NotFound, UsageError
+
+log = logging.getLogger("holofs.mounts")
+
+FS_TYPE = "fuse.holofs"
+READY_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class MountOptions:
+    catalog: str
+    mountpoint: str | None = None
+    hololib: str | None = None
+    cache: str | None = None
+    verify: str = "trusted"
+    allow_other: bool = False
+    relocate_name_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MountInfo:
+    """One line of /proc/self/mountinfo."""
+
+    mountpoint: str
+    fstype: str
+    source: str
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \ooo
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and field[i + 1 : i + 4].isdigit() and len(field[i + 1 : i + 4]) == 3:
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def list_mounts() -> list[MountInfo]:
+    try:
+        text = Path("/proc/self/mountinfo").read_text()
+    except OSError:
+        return []
+    out = []
+    for line in text.splitlines():
+        left, sep, right = line.partition(" - ")
+        if not sep:
+            continue
+        fields, tail = left.split(), right.split()
+        if len(fields) < 5 or len(tail) < 2:
+            continue
+        out.append(MountInfo(_unescape(fields[4]), tail[0], _unescape(tail[1])))
+    return out
+
+
+def find_mount(mountpoint: str | os.PathLike[str]) -> MountInfo | None:
+    """The (last, i.e. topmost) mount at ``mountpoint``, if any."""
+    path = os.path.abspath(os.fspath(mountpoint))
+    found = None
+    for info in list_mounts():
+        if info.mountpoint == path:
+            found = info
+    return found
+
+
+def is_holofs_mount(mountpoint: str | os.PathLike[str]) -> bool:
+    info = find_mount(mountpoint)
+    return info is not None and info.fstype == FS_TYPE
+
+
+def runtime_dir(cache_root: Path, mountpoint: str) -> Path:
+    digest = hashlib.sha256(os.path.abspath(mountpoint).encode()).hexdigest()[:16]
+    return cache_root / "mounts" / digest
+
+
+def read_record(cache_root: Path, mountpoint: str) -> dict[str, Any] | None:
+    try:
+        return json.loads((runtime_dir(cache_root, mountpoint) / "mount.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    from .fsutil import atomic_write_bytes
+
+    atomic_write_bytes(path, json.dumps(obj, indent=2).encode(), mode=0o600)
+
+
+# -- serving ----------------------------------------------------------------------------
+
+
+def _prepare(opts: MountOptions) -> tuple[Any, Any, str]:
+    """Load the catalog and plan the mount: (catalog, hololib, absolute mountpoint)."""
+    from .library import resolve_catalog
+
+    catalog, lib = resolve_catalog(opts.catalog, opts.hololib)
+    mountpoint = os.path.abspath(opts.mountpoint or catalog.path)
+    return catalog, lib, mountpoint
+
+
+def check_mountpoint(mountpoint: str, *, create: bool) -> None:
+    if find_mount(mountpoint) is not None:
+        raise Busy(f"{mountpoint} is already a mount point (holofs umount {mountpoint} first)")
+    if os.path.lexists(mountpoint):
+        if not os.path.isdir(mountpoint) or os.path.islink(mountpoint):
+            raise UsageError(f"mount point {mountpoint} exists and is not a directory")
+    elif create:
+        os.makedirs(mountpoint, mode=0o755, exist_ok=True)
+    else:
+        raise NotFound(f"mount point {mountpoint} does not exist")
+
+
+def serve_foreground(opts: MountOptions, *, on_ready: Any = None) -> None:
+    """Mount and serve until unmounted or SIGINT/SIGTERM (blocks)."""
+    from .cache import CacheFiller, FileCache
+    from .relocation import plan_relocation
+    from .verification import VerifyPolicy
+    from .vtree import VirtualTree
+
+    catalog, lib, mountpoint = _prepare(opts)
+    try:
+        policy = VerifyPolicy(opts.verify)
+    except ValueError:
+        raise UsageError(f"unknown verify policy {opts.verify!r}: use always, trusted or skip") from None
+    relocation = plan_relocation(catalog, mountpoint, allow_name_only=opts.relocate_name_only)
+    check_mountpoint(mountpoint, create=True)
+    cache = FileCache(opts.cache).ensure()
+    filler = CacheFiller(cache, lib, relocation, verify=policy)
+    tree = VirtualTree(catalog, filler)
+    rundir = runtime_dir(cache.root, mountpoint)
+    rundir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    stats_seq = 0
+
+    def dump_stats() -> None:
+        nonlocal stats_seq
+        stats_seq += 1
+        _write_json(rundir / "stats.json", {"seq": stats_seq, "open_handles": tree.open_handles,
+                                            **filler.fill_stats()})
+
+    import trio
+
+    from .frontends.fuse import FuseMount
+
+    mount = FuseMount(tree, mountpoint, allow_other=opts.allow_other, on_stats=dump_stats)
+    try:
+        mount.__enter__()
+    except RuntimeError as exc:
+        raise HolofsError(f"cannot mount {mountpoint}: {exc} (see the messages above)") from None
+    try:
+        _write_json(rundir / "mount.json", {
+            "pid": os.getpid(), "mountpoint": mountpoint, "catalog": os.fspath(catalog.source or opts.catalog),
+            "hololib": os.fspath(lib.root), "cache": os.fspath(cache.root), "identity": catalog.identity,
+            "target_identity": relocation.target.decode(), "files": len(tree), "log": os.fspath(rundir / "holofs.log"),
+            "started": time.time(),
+        })
+        log.info("mounted %s at %s (%d inodes)", catalog.source, mountpoint, len(tree))
+        if on_ready is not None:
+            on_ready(mountpoint, rundir)
+        trio.run(mount.serve)
+    finally:
+        try:
+            mount.__exit__(None, None, None)
+        finally:
+            dump_stats()
+            (rundir / "mount.json").unlink(missing_ok=True)
+            log.info("unmounted %s", mountpoint)
+
+
+def _daemon_log_path(opts: MountOptions) -> Path:
+    """Where a daemon logs before it knows its mountpoint (the cache's mounts dir)."""
+    from .paths import default_cache_dir, private_dir
+
+    root = Path(opts.cache) if opts.cache else default_cache_dir()
+    return private_dir(root.absolute() / "mounts") / f"daemon-{os.getpid()}.log"
+
+
+def mount_daemon(opts: MountOptions, *, timeout: float = READY_TIMEOUT) -> dict[str, Any]:
+    """Fork a daemon that serves the mount; return once it is ready (or raise its error)."""
+    log_path = _daemon_log_path(opts)
+    read_fd, write_fd = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the daemon
+        os.close(read_fd)
+        _daemon_main(opts, write_fd, log_path)
+        os._exit(0)  # not reached
+    os.close(write_fd)
+    message = _read_ready(read_fd, pid, timeout)
+    if message.startswith("ready "):
+        info = json.loads(message[len("ready "):])
+        deadline = time.monotonic() + timeout
+        while not is_holofs_mount(info["mountpoint"]):
+            if time.monotonic() > deadline:
+                raise HolofsError(f"mount at {info['mountpoint']} did not appear (log: {info['log']})")
+            time.sleep(0.005)
+        return info
+    tail = ""
+    try:
+        lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+        tail = lines[-1] if lines and not message else ""
+    except OSError:
+        pass
+    if message.startswith("error "):
+        err = json.loads(message[len("error "):])
+        exc = HolofsError(err["message"])
+        exc.errno = err.get("errno", exc.errno)
+        exc.exit_code = err.get("exit_code", 1)
+        raise exc
+    raise HolofsError(f"the mount daemon exited before the mount was ready{': ' + tail if tail else ''} "
+                      f"(log: {log_path})")
+
+
+def _read_ready(fd: int, pid: int, timeout: float) -> str:
+    import select
+
+    buf = b""
+    deadline = time.monotonic() + timeout
+    with os.fdopen(fd, "rb", buffering=0) as pipe:
+        while b"\n" not in buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise HolofsError(f"the mount daemon (pid {pid}) did not become ready in {timeout:.0f}s")
+            ready, _, _ = select.select([pipe], [], [], left)
+            if not ready:
+                continue
+            chunk = pipe.read(4096)
+            if not chunk:
+                break
+            buf += chunk
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    return buf.split(b"\n", 1)[0].decode(errors="replace")
+
+
+def _daemon_main(opts: MountOptions, ready_fd: int, log_path: Path) -> None:
+    """Body of the forked daemon: detach, log to a file, serve, report readiness."""
+    code = 0
+    try:
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(devnull, 0)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.close(devnull)
+        os.close(log_fd)
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(min(root.level, logging.INFO) if root.level else logging.INFO)
+
+        def on_ready(mountpoint: str, rundir: Path) -> None:
+            final_log = rundir / "holofs.log"
+            try:
+                os.replace(log_path, final_log)
+            except OSError:
+                final_log = log_path
+            info = {"mountpoint": mountpoint, "pid": os.getpid(), "log": os.fspath(final_log),
+                    "runtime_dir": os.fspath(rundir)}
+            os.write(ready_fd, f"ready {json.dumps(info)}\n".encode())
+            os.close(ready_fd)
+
+        serve_foreground(opts, on_ready=on_ready)
+    except HolofsError as exc:
+        payload = {"message": str(exc), "errno": exc.errno, "exit_code": exc.exit_code}
+        with contextlib.suppress(OSError):
+            os.write(ready_fd, f"error {json.dumps(payload)}\n".encode())
+        log.error("%s", exc)
+        code = exc.exit_code
+    except BaseException:
+        logging.getLogger("holofs").exception("mount daemon failed")
+        code = 1
+    finally:
+        logging.shutdown()
+        os._exit(code)
+
+
+# -- unmounting -------------------------------------------------------------------------
+
+
+def unmount(mountpoint: str | os.PathLike[str], *, cache: str | os.PathLike[str] | None = None,
+            timeout: float = 30.0) -> dict[str, Any]:
+    """Unmount a holofs mount (also a stale one whose daemon died); wait for its daemon."""
+    from .paths import default_cache_dir
+
+    path = os.path.abspath(os.fspath(mountpoint))
+    info = find_mount(path)
+    if info is None:
+        raise NotFound(f"{path} is not mounted")
+    if info.fstype != FS_TYPE:
+        raise UsageError(f"{path} is not a holofs mount (it is {info.fstype})")
+    cache_root = Path(cache if cache is not None else default_cache_dir()).absolute()
+    record = read_record(cache_root, path)
+    tool = shutil.which("fusermount3") or shutil.which("fusermount")
+    if tool is None:
+        raise HolofsError("fusermount3 not found: install fuse3")
+    proc = subprocess.run([tool, "-u", path], capture_output=True, text=True)
+    lazy = False
+    if proc.returncode != 0 and find_mount(path) is not None:
+        lazy = True
+        proc2 = subprocess.run([tool, "-u", "-z", path], capture_output=True, text=True)
+        if proc2.returncode != 0 and find_mount(path) is not None:
+            raise Busy(f"cannot unmount {path}: {proc.stderr.strip() or proc2.stderr.strip()}")
+    pid = record.get("pid") if record else None
+    if isinstance(pid, int):
+        deadline = time.monotonic() + timeout
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not _alive(pid) or lazy:
+            (runtime_dir(cache_root, path) / "mount.json").unlink(missing_ok=True)
+    return {"mountpoint": path, "lazy": lazy, "pid": pid}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is as good as dead
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True

@@ -1,0 +1,317 @@
+"""The read-only virtual tree a mount serves: an inode table built from a catalog.
+
+Platform neutral (no FUSE import); a frontend translates kernel requests into calls here.
+
+Inode layout: ``ROOT_INO`` (1) is the environment's root. Directories are numbered breadth
+first and the children of one directory get *consecutive* inodes in sorted name order, so a
+directory is just a range ``[first_child, first_child + child_count)``: ``readdir`` walks
+the range and ``lookup`` bisects the (sorted) names inside it. Every per-inode field lives in
+a flat list or ``array`` indexed by inode; nothing per entry is allocated beyond the
+catalog's own objects. Inodes never change while mounted (the tree is immutable), so
+frontends may use long kernel cache timeouts.
+
+Attributes mirror what ``holofs materialize`` (and RCC) produce: files carry the catalog's
+permission bits, directories are 0o750, symlinks (file or directory) show their recorded
+target text and hide any shadow subtree, every time is RCC's MOTHER_TIME, and the owner is
+the mounting user.
+
+Open files are served from the content-addressed cache (:mod:`holofs.cache`): ``open``
+materializes the file there (once) and keeps a real fd in the handle table; ``read`` is a
+plain ``os.pread``. A later writable layer can sit on top: inodes above ``len(self)`` are
+free for it, and handles are allocated through :meth:`VirtualTree.add_handle`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import os
+import stat
+import threading
+from array import array
+from bisect import bisect_left
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from .catalog import MOTHER_TIME, Catalog, DirEntry, FileEntry
+from .errors import HolofsError, NotFound, ReadOnly
+from .modes import permissions
+
+ROOT_INO = 1
+DIR_PERMISSIONS = 0o750
+"""RCC creates every restored directory 0o750 whatever the catalog records."""
+BLOCK_SIZE = 4096
+NAME_MAX = 255
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
+
+
+class IsADirectory(HolofsError):
+    errno = errno.EISDIR
+
+
+class NotADirectory(HolofsError):
+    errno = errno.ENOTDIR
+
+
+class NotASymlink(HolofsError):
+    errno = errno.EINVAL
+
+
+class BadHandle(HolofsError):
+    errno = errno.EBADF
+
+
+class FileSource(Protocol):
+    """Where open files come from (the cache): real, readable fds of a file's content."""
+
+    def open_cached(self, entry: FileEntry) -> int | None:
+        """An fd if the content is already materialized, else None (no blocking work)."""
+
+    def open(self, entry: FileEntry) -> int:
+        """An fd of the content, materializing it first if needed (may block)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Attr:
+    """The stat data of one inode."""
+
+    ino: int
+    mode: int
+    nlink: int
+    size: int
+    uid: int
+    gid: int
+    time_ns: int = MOTHER_TIME * 1_000_000_000
+
+    @property
+    def blocks(self) -> int:
+        """512-byte blocks, as a materialized copy would occupy (rounded to 4 KiB)."""
+        return -(-self.size // BLOCK_SIZE) * (BLOCK_SIZE // 512)
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+
+@dataclass(frozen=True, slots=True)
+class FsStats:
+    block_size: int
+    blocks: int
+    files: int
+    name_max: int = NAME_MAX
+
+
+class VirtualTree:
+    """The inode table of one catalog plus the open-file handle table."""
+
+    def __init__(self, catalog: Catalog, source: FileSource | None = None, *,
+                 uid: int | None = None, gid: int | None = None) -> None:
+        self.catalog = catalog
+        self.source = source
+        self.uid = os.getuid() if uid is None else uid
+        self.gid = os.getgid() if gid is None else gid
+        # Per-inode tables; index 0 is unused so that inode numbers index them directly.
+        self.names: list[str] = ["", ""]
+        self.parents = array("Q", [0, ROOT_INO])
+        self.modes = array("L", [0, stat.S_IFDIR | DIR_PERMISSIONS])
+        self.sizes = array("Q", [0, 0])
+        self.nlinks = array("L", [0, 2])
+        self.first_child = array("Q", [0, 0])
+        self.child_count = array("L", [0, 0])
+        self.files: list[FileEntry | None] = [None, None]
+        self.link_targets: dict[int, str] = {}
+        self._total_size = 0
+        self._build(catalog.tree)
+        self._handles: dict[int, tuple[int, int]] = {}
+        self._handle_ids = itertools.count(1)
+        self._handle_lock = threading.Lock()
+
+    # -- construction ---------------------------------------------------------------------
+
+    def _build(self, root: DirEntry) -> None:
+        names, parents, modes, sizes = self.names, self.parents, self.modes, self.sizes
+        nlinks, first_child, child_count = self.nlinks, self.first_child, self.child_count
+        files, link_targets = self.files, self.link_targets
+        dir_ifmt, lnk_ifmt, reg_ifmt = stat.S_IFDIR | DIR_PERMISSIONS, stat.S_IFLNK | 0o777, stat.S_IFREG
+        queue: list[tuple[int, DirEntry]] = [(ROOT_INO, root)]
+        total = 0
+        for dir_ino, node in queue:  # the list grows while iterated: breadth first
+            subdirs, dfiles = node.subdirs, node.files
+            children = sorted(subdirs.keys() | dfiles.keys()) if dfiles else sorted(subdirs)
+            first_child[dir_ino] = len(names)
+            child_count[dir_ino] = len(children)
+            real_subdirs = 0
+            for name in children:
+                ino = len(names)
+                names.append(name)
+                parents.append(dir_ino)
+                first_child.append(0)
+                child_count.append(0)
+                sub = subdirs.get(name)
+                if sub is not None:
+                    files.append(None)
+                    if sub.symlink:
+                        target = sub.symlink
+                        modes.append(lnk_ifmt)
+                        sizes.append(len(target.encode()))
+                        nlinks.append(1)
+                        link_targets[ino] = target
+                    else:
+                        modes.append(dir_ifmt)
+                        sizes.append(0)
+                        nlinks.append(2)
+                        real_subdirs += 1
+                        queue.append((ino, sub))
+                    continue
+                entry = dfiles[name]
+                nlinks.append(1)
+                if entry.symlink:
+                    files.append(None)
+                    modes.append(lnk_ifmt)
+                    sizes.append(len(entry.symlink.encode()))
+                    link_targets[ino] = entry.symlink
+                else:
+                    files.append(entry)
+                    modes.append(reg_ifmt | permissions(entry.mode))
+                    sizes.append(entry.size)
+                    total += entry.size
+            nlinks[dir_ino] = 2 + real_subdirs
+        self._total_size = total
+
+    def __len__(self) -> int:
+        """Number of inodes (the root included)."""
+        return len(self.names) - 1
+
+    # -- metadata -------------------------------------------------------------------------
+
+    def _check(self, ino: int) -> None:
+        if not 0 < ino < len(self.names):
+            raise NotFound(f"no inode {ino}")
+
+    def getattr(self, ino: int) -> Attr:
+        self._check(ino)
+        return Attr(ino, self.modes[ino], self.nlinks[ino], self.sizes[ino], self.uid, self.gid)
+
+    def is_dir(self, ino: int) -> bool:
+        return stat.S_ISDIR(self.modes[ino])
+
+    def lookup(self, parent_ino: int, name: str) -> Attr:
+        """The child ``name`` of directory ``parent_ino`` ('.' and '..' included)."""
+        self._check(parent_ino)
+        if not self.is_dir(parent_ino):
+            raise NotADirectory(f"{self.path_of(parent_ino)} is not a directory")
+        if name == ".":
+            return self.getattr(parent_ino)
+        if name == "..":
+            return self.getattr(self.parents[parent_ino])
+        lo = self.first_child[parent_ino]
+        hi = lo + self.child_count[parent_ino]
+        i = bisect_left(self.names, name, lo, hi)
+        if i < hi and self.names[i] == name:
+            return self.getattr(i)
+        raise NotFound(f"{self.path_of(parent_ino)}/{name}: no such file or directory")
+
+    def lookup_path(self, path: str) -> Attr:
+        """Attributes of a '/'-separated path relative to the root (no symlink following)."""
+        attr = self.getattr(ROOT_INO)
+        for part in path.split("/"):
+            if part:
+                attr = self.lookup(attr.ino, part)
+        return attr
+
+    def readdir(self, ino: int, start: int = 0) -> Iterator[tuple[str, Attr, int]]:
+        """``(name, attr, next_offset)`` for the children of ``ino`` after offset ``start``."""
+        self._check(ino)
+        if not self.is_dir(ino):
+            raise NotADirectory(f"{self.path_of(ino)} is not a directory")
+        first = self.first_child[ino]
+        count = self.child_count[ino]
+        for offset in range(start, count):
+            child = first + offset
+            yield self.names[child], self.getattr(child), offset + 1
+
+    def readlink(self, ino: int) -> str:
+        self._check(ino)
+        target = self.link_targets.get(ino)
+        if target is None:
+            raise NotASymlink(f"{self.path_of(ino)} is not a symlink")
+        return target
+
+    def statfs(self) -> FsStats:
+        return FsStats(BLOCK_SIZE, -(-self._total_size // BLOCK_SIZE), len(self))
+
+    def path_of(self, ino: int) -> str:
+        """The path of an inode relative to the root ('' for the root), for messages."""
+        parts = []
+        while ino not in (ROOT_INO, 0):
+            parts.append(self.names[ino])
+            ino = self.parents[ino]
+        return "/".join(reversed(parts))
+
+    def file_entry(self, ino: int) -> FileEntry:
+        """The catalog entry of a regular file."""
+        self._check(ino)
+        entry = self.files[ino]
+        if entry is None:
+            if self.is_dir(ino):
+                raise IsADirectory(f"{self.path_of(ino)} is a directory")
+            raise HolofsError(f"{self.path_of(ino)} is not a regular file")
+        return entry
+
+    # -- open files -----------------------------------------------------------------------
+
+    def _entry_for_open(self, ino: int, flags: int) -> FileEntry:
+        entry = self.file_entry(ino)
+        if flags & _WRITE_FLAGS or flags & os.O_ACCMODE != os.O_RDONLY:
+            raise ReadOnly(f"{self.path_of(ino)}: read-only file system")
+        if self.source is None:
+            raise HolofsError("this tree has no file source (cache) attached")
+        return entry
+
+    def open_cached(self, ino: int, flags: int = os.O_RDONLY) -> int | None:
+        """A handle if the file's content is already in the cache, else None (never blocks
+        on a fill; the frontend then calls :meth:`open` in a worker thread)."""
+        entry = self._entry_for_open(ino, flags)
+        fd = self.source.open_cached(entry)  # type: ignore[union-attr]
+        return None if fd is None else self.add_handle(ino, fd)
+
+    def open(self, ino: int, flags: int = os.O_RDONLY) -> int:
+        """A handle for reading ``ino``; materializes the file into the cache if needed."""
+        entry = self._entry_for_open(ino, flags)
+        return self.add_handle(ino, self.source.open(entry))  # type: ignore[union-attr]
+
+    def add_handle(self, ino: int, fd: int) -> int:
+        """Register an open fd; returns the handle number frontends hand to the kernel."""
+        with self._handle_lock:
+            handle = next(self._handle_ids)
+            self._handles[handle] = (ino, fd)
+        return handle
+
+    def fd_of(self, handle: int) -> int:
+        try:
+            return self._handles[handle][1]
+        except KeyError:
+            raise BadHandle(f"no open file handle {handle}") from None
+
+    def read(self, handle: int, offset: int, size: int) -> bytes:
+        return os.pread(self.fd_of(handle), size, offset)
+
+    def release(self, handle: int) -> None:
+        with self._handle_lock:
+            entry = self._handles.pop(handle, None)
+        if entry is not None:
+            os.close(entry[1])
+
+    @property
+    def open_handles(self) -> int:
+        return len(self._handles)
+
+    def close(self) -> None:
+        """Close every open handle (at unmount)."""
+        with self._handle_lock:
+            handles, self._handles = self._handles, {}
+        for _ino, fd in handles.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
