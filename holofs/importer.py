@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import platform as _platform
+import shutil
 import stat
 import sys
 import threading
@@ -302,6 +303,10 @@ class _Importer:
         if not job.store or not self._claim(digest):
             return
         payload = _one_shot(data, self.encoding)
+        if len(payload) == len(data):
+            # Readers take "stored size == catalog size" to mean raw: never write an
+            # ambiguous compressed blob; the raw content is just as small.
+            payload = data
         final = self._final(digest)
         tmp = part_name(final)
         try:
@@ -340,6 +345,12 @@ class _Importer:
                 out = comp.flush()
                 sink.write(out)
                 stored += len(out)
+                if stored == size and self.encoding != RAW:
+                    # Same ambiguity rule as in _small: store it raw instead.
+                    src.seek(0)  # type: ignore[attr-defined]
+                    sink.seek(0)
+                    sink.truncate()
+                    shutil.copyfileobj(src, sink, CHUNK)  # type: ignore[arg-type]
                 sink.close()
                 sink = None
                 if self._claim(digest):
