@@ -1,0 +1,138 @@
+"""The CLI as a user meets it: import/ls/info output, and one-line errors without tracebacks."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import click
+import pytest
+from support.trees import IDENTITY, make_env_tree
+
+
+def _assert_one_line_error(proc, *needles: str) -> None:
+    assert proc.returncode != 0, proc.stdout
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def _all_commands() -> list[list[str]]:
+    from holofs.cli import cli
+
+    out: list[list[str]] = []
+
+    def walk(group: click.Group, prefix: list[str]) -> None:
+        for name, cmd in sorted(group.commands.items()):
+            out.append([*prefix, name])
+            if isinstance(cmd, click.Group):
+                walk(cmd, [*prefix, name])
+
+    walk(cli, [])
+    return out
+
+
+def test_help_works_for_every_command(holofs_cli) -> None:
+    commands = _all_commands()
+    assert ["import"] in commands and ["ls"] in commands and ["info"] in commands
+    top = holofs_cli("--help")
+    assert top.returncode == 0 and "Usage" in top.stdout
+    for cmd in commands:
+        proc = holofs_cli(*cmd, "--help")
+        assert proc.returncode == 0, (cmd, proc.stderr)
+        assert "Usage" in proc.stdout and "Traceback" not in proc.stderr, cmd
+
+
+def test_info_on_rcc_fixture(holofs_cli, rcc_catalog: Path, rcc_hololib: Path) -> None:
+    proc = holofs_cli("info", "--json", rcc_catalog, check=True)
+    info = json.loads(proc.stdout)
+    assert info["identity"] == "h59acff1_493f813dad24d3t"
+    assert info["platform"] == "linux_amd64" and info["blueprint"] == "c34ed96c2d8a459a"
+    assert (info["entries"], info["dirs"], info["files"], info["symlinks"], info["shadow"]) == (11, 2, 9, 0, 0)
+    assert info["bytes"] == 536563 and info["distinct_blobs"] == 8 and info["relocated_files"] == 3
+    assert info["library"] == {"gzip": 8, "zstd": 0, "raw": 0, "missing": 0}
+    # Same catalog by blueprint prefix inside --hololib; human output names the fields.
+    text = holofs_cli("info", "--hololib", rcc_hololib, "c34ed", check=True).stdout
+    assert "h59acff1_493f813dad24d3t" in text and "gzip 8" in text and "missing 0" in text
+    # A missing blob is counted, not fatal.
+    next((rcc_hololib / "library").rglob("fa883829*")).unlink()
+    info = json.loads(holofs_cli("info", "--json", rcc_catalog, check=True).stdout)
+    assert info["library"]["missing"] == 1 and info["library"]["gzip"] == 7
+
+
+def test_ls_on_rcc_fixture(holofs_cli, rcc_catalog: Path, rcc_hololib: Path) -> None:
+    out = holofs_cli("ls", rcc_catalog, check=True).stdout.splitlines()
+    assert len(out) == 11
+    sh = next(line for line in out if line.endswith("rcc_activate.sh  [R1]"))
+    assert sh.startswith("-rwxr-xr-x") and " 231 " in sh
+    assert any(line.startswith("drwxr-xr-x") and line.endswith("ssl/") for line in out)
+    long_ = holofs_cli("ls", "--long", "--hololib", rcc_hololib, "c34ed96c2d8a459a", check=True).stdout
+    assert "fb8d785a7cd4932893a8b00e7746c6aa593e45ca7f66041648b5195af59e1931 @161" in long_
+    rows = json.loads(holofs_cli("ls", "--json", rcc_catalog, check=True).stdout)
+    by_path = {r["path"]: r for r in rows}
+    assert by_path["ssl/cert.pem"]["size"] == 265969 and by_path["ssl"]["type"] == "dir"
+    assert by_path["rcc_activate.sh"]["rewrite"] == [161]
+
+
+def test_import_ls_info_on_generated_tree(holofs_cli, tmp_path: Path) -> None:
+    env = make_env_tree(tmp_path / IDENTITY, big=False)
+    lib = tmp_path / "hololib"
+    result = json.loads(holofs_cli("import", env.root, "--hololib", lib, "--compress", "zstd", "--json", check=True).stdout)
+    assert result["identity"] == IDENTITY and result["path"] == str(env.root)
+    assert result["files"] == len(env.files) and result["new_blobs"] == result["distinct_blobs"]
+    assert Path(result["catalog"]).is_file() and result["seconds"] >= 0
+    assert set(result) >= {"catalog", "files", "dirs", "symlinks", "bytes", "new_blobs", "new_blob_bytes", "seconds"}
+
+    listing = holofs_cli("ls", result["catalog"], check=True).stdout
+    assert "python3 -> python-launcher" in listing
+    assert "dangling -> does-not-exist" in listing
+    assert "[shadow]" in listing and "[R" in listing
+    assert "ünïcødé-файл-名前.txt" in listing
+    assert "__pycache__" not in listing and ".git" not in listing
+
+    info = json.loads(holofs_cli("info", "--json", result["catalog"], check=True).stdout)
+    assert info["files"] == len(env.files)
+    assert info["library"]["zstd"] + info["library"]["raw"] == info["distinct_blobs"]
+    assert info["library"]["missing"] == 0
+    assert info["entries"] == info["dirs"] + info["files"] + info["symlinks"] + info["shadow"]
+    assert info["symlinks"] == len(env.symlinks)
+
+    human = holofs_cli("import", env.root, "--hololib", lib, check=True)
+    assert "0 new" in human.stdout and "Traceback" not in human.stderr
+
+
+def test_one_line_errors(holofs_cli, tmp_path: Path, rcc_catalog: Path) -> None:
+    _assert_one_line_error(holofs_cli("info", tmp_path / "nope"), "holofs: error:", "not found")
+    _assert_one_line_error(holofs_cli("ls", tmp_path / "nope"), "not found")
+
+    plain = tmp_path / "plain"
+    plain.write_text("hello")
+    _assert_one_line_error(holofs_cli("ls", plain), "not a gzip stream")
+
+    truncated = tmp_path / "truncated"
+    truncated.write_bytes(rcc_catalog.read_bytes()[:300])
+    _assert_one_line_error(holofs_cli("info", truncated), "truncated or corrupt")
+
+    badjson = tmp_path / "badjson"
+    badjson.write_bytes(gzip.compress(b"{this is not json"))
+    _assert_one_line_error(holofs_cli("ls", badjson), "invalid JSON")
+
+    nolib = tmp_path / "nolib"
+    (nolib / "catalog").mkdir(parents=True)
+    _assert_one_line_error(holofs_cli("info", "--hololib", nolib, "x"), "no library/")
+    _assert_one_line_error(holofs_cli("ls", "--hololib", nolib, "x"), "no library/")
+    _assert_one_line_error(holofs_cli("ls", tmp_path), "is a directory")
+
+    _assert_one_line_error(holofs_cli("import", tmp_path / "missing-dir", "--hololib", tmp_path / "lib"),
+                           "no such directory")
+    assert not (tmp_path / "lib").exists()
+    _assert_one_line_error(holofs_cli("import", plain, "--hololib", tmp_path / "lib"), "not a directory")
+
+
+@pytest.mark.parametrize("args", [["import"], ["ls"], ["info"], ["import", "x"]])
+def test_usage_errors_exit_2(holofs_cli, args: list[str]) -> None:
+    proc = holofs_cli(*args)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
