@@ -1,0 +1,148 @@
+"""The virtual tree without any mount: inode table, attributes, errors, open/read via the cache."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from support.fusemount import expected_snapshot
+
+from holofs.cache import CacheFiller, FileCache
+from holofs.catalog import MOTHER_TIME, Catalog, DirEntry, FileEntry, read_catalog
+from holofs.errors import HolofsError, NotFound, ReadOnly
+from holofs.library import Hololib
+from holofs.modes import GO_DIR
+from holofs.relocation import plan_relocation
+from holofs.verification import VerifyPolicy
+from holofs.vtree import ROOT_INO, VirtualTree
+
+
+def _tree_for(catalog_path: Path, tmp_path: Path, target_identity: str) -> tuple[VirtualTree, dict]:
+    catalog = read_catalog(catalog_path)
+    lib = Hololib.of_catalog(catalog_path)
+    target = tmp_path / "base" / target_identity
+    relocation = plan_relocation(catalog, target, allow_name_only=True)
+    filler = CacheFiller(FileCache(tmp_path / "cache"), lib, relocation, verify=VerifyPolicy.TRUSTED)
+    return VirtualTree(catalog, filler), expected_snapshot(catalog, lib, target_identity)
+
+
+def _walk(tree: VirtualTree, ino: int = ROOT_INO, prefix: str = "") -> dict[str, tuple]:
+    out = {}
+    for name, attr, _next in tree.readdir(ino):
+        path = f"{prefix}{name}"
+        perm = stat.S_IMODE(attr.mode)
+        if stat.S_ISLNK(attr.mode):
+            out[path] = ("link", tree.readlink(attr.ino))
+        elif attr.is_dir:
+            out[path] = ("dir", perm, attr.time_ns // 10**9)
+            out.update(_walk(tree, attr.ino, path + "/"))
+        else:
+            handle = tree.open(attr.ino, os.O_RDONLY)
+            try:
+                data = tree.read(handle, 0, attr.size + 10)
+            finally:
+                tree.release(handle)
+            out[path] = ("file", perm, attr.size, attr.time_ns // 10**9, data)
+    return out
+
+
+def test_rcc_fixture_tree_equals_a_restore(rcc_catalog: Path, tmp_path: Path) -> None:
+    tree, expected = _tree_for(rcc_catalog, tmp_path, "h59acff1_493f813dad24d3X")
+    assert _walk(tree) == expected
+    assert tree.open_handles == 0
+    # the relocated identity really is in the activation script
+    script = expected["rcc_activate.sh"][4]
+    assert b"h59acff1_493f813dad24d3X" in script and b"h59acff1_493f813dad24d3t" not in script
+
+
+def test_attributes_and_lookup(rcc_catalog: Path, tmp_path: Path) -> None:
+    tree, _ = _tree_for(rcc_catalog, tmp_path, "h59acff1_493f813dad24d3t")
+    root = tree.getattr(ROOT_INO)
+    assert stat.S_ISDIR(root.mode) and stat.S_IMODE(root.mode) == 0o750
+    assert root.nlink == 4  # '.', '..' and two subdirectories
+    assert root.uid == os.getuid() and root.gid == os.getgid()
+    script = tree.lookup_path("rcc_activate.sh")
+    assert stat.S_IMODE(script.mode) == 0o755 and script.size == 231 and script.nlink == 1
+    assert script.time_ns == MOTHER_TIME * 10**9
+    assert tree.lookup(ROOT_INO, ".").ino == ROOT_INO and tree.lookup(ROOT_INO, "..").ino == ROOT_INO
+    ssl = tree.lookup_path("ssl")
+    assert tree.lookup(ssl.ino, "..").ino == ROOT_INO
+    assert tree.statfs().files == len(tree) == 12
+
+
+def test_readdir_resumes_at_offset(rcc_catalog: Path, tmp_path: Path) -> None:
+    tree, _ = _tree_for(rcc_catalog, tmp_path, "h59acff1_493f813dad24d3t")
+    full = list(tree.readdir(ROOT_INO))
+    names = [name for name, _a, _n in full]
+    assert names == sorted(names) and "conda-meta" in names and "rcc_plan.log" in names
+    for name, _attr, next_id in full[:-1]:
+        resumed = [n for n, _a, _o in tree.readdir(ROOT_INO, next_id)]
+        assert resumed == names[names.index(name) + 1:]
+    assert list(tree.readdir(ROOT_INO, len(full))) == []
+
+
+def test_errors_carry_errno(rcc_catalog: Path, tmp_path: Path) -> None:
+    tree, _ = _tree_for(rcc_catalog, tmp_path, "h59acff1_493f813dad24d3t")
+    with pytest.raises(NotFound) as missing:
+        tree.lookup(ROOT_INO, "nope")
+    assert missing.value.errno == errno.ENOENT
+    script = tree.lookup_path("rcc_activate.sh").ino
+    for flags in (os.O_WRONLY, os.O_RDWR, os.O_RDONLY | os.O_TRUNC, os.O_WRONLY | os.O_APPEND):
+        with pytest.raises(ReadOnly) as ro:
+            tree.open(script, flags)
+        assert ro.value.errno == errno.EROFS
+    with pytest.raises(HolofsError) as isdir:
+        tree.open(tree.lookup_path("ssl").ino)
+    assert isdir.value.errno == errno.EISDIR
+    with pytest.raises(HolofsError) as notdir:
+        tree.lookup(script, "x")
+    assert notdir.value.errno == errno.ENOTDIR
+    with pytest.raises(HolofsError) as notlink:
+        tree.readlink(script)
+    assert notlink.value.errno == errno.EINVAL
+    with pytest.raises(HolofsError) as badino:
+        tree.getattr(10**6)
+    assert badino.value.errno == errno.ENOENT
+    with pytest.raises(HolofsError) as badfh:
+        tree.read(12345, 0, 1)
+    assert badfh.value.errno == errno.EBADF
+
+
+def _file(name: str, size: int = 3, mode: int = 0o644, symlink: str = "") -> FileEntry:
+    return FileEntry(name=name, size=size, mode=mode, digest="ab" * 32, symlink=symlink)
+
+
+def test_symlinks_and_shadow_subtrees_as_rcc_restores_them() -> None:
+    shadow_dir = DirEntry(name="inner", shadow=True, files={"deep.txt": _file("deep.txt")})
+    linked = DirEntry(name="lib64", symlink="lib", mode=GO_DIR | 0o777, subdirs={"inner": shadow_dir},
+                      files={"shadowed.so": _file("shadowed.so")})
+    real = DirEntry(name="lib", files={"a.so": _file("a.so", mode=0o755), "link.so": _file("link.so", symlink="a.so")})
+    root = DirEntry(name="", subdirs={"lib": real, "lib64": linked})
+    tree = VirtualTree(Catalog(identity="x", path="/x", tree=root))
+    assert [n for n, _a, _o in tree.readdir(ROOT_INO)] == ["lib", "lib64"]
+    lib64 = tree.lookup_path("lib64")
+    assert stat.S_ISLNK(lib64.mode) and lib64.size == 3 and tree.readlink(lib64.ino) == "lib"
+    with pytest.raises(HolofsError):
+        tree.lookup(lib64.ino, "shadowed.so")  # a symlink has no children
+    link = tree.lookup_path("lib/link.so")
+    assert stat.S_ISLNK(link.mode) and tree.readlink(link.ino) == "a.so" and link.size == len("a.so")
+    assert stat.S_IMODE(tree.lookup_path("lib/a.so").mode) == 0o755
+    assert tree.getattr(ROOT_INO).nlink == 3  # lib only; lib64 is a symlink
+    assert len(tree) == 5  # root, lib, lib64, a.so, link.so: nothing of the shadow subtree
+
+
+def test_large_catalog_table_is_consistent() -> None:
+    root = DirEntry(name="")
+    for d in range(40):
+        sub = root.subdirs[f"pkg{d:02d}"] = DirEntry(name=f"pkg{d:02d}")
+        for f in range(500):
+            sub.files[f"m{f:03d}.py"] = _file(f"m{f:03d}.py", size=f)
+    tree = VirtualTree(Catalog(identity="x", path="/x", tree=root))
+    assert len(tree) == 1 + 40 + 40 * 500
+    attr = tree.lookup_path("pkg17/m321.py")
+    assert attr.size == 321 and tree.path_of(attr.ino) == "pkg17/m321.py"
+    assert sum(1 for _ in tree.readdir(tree.lookup_path("pkg39").ino)) == 500
+    assert tree.statfs().blocks == -(-40 * sum(range(500)) // 4096)
