@@ -43,7 +43,7 @@ def _check_name(name: object, key: object, parent: str, windows: bool) -> None:
     if name != key:
         raise _bad(path, f"map key {key!r} differs from name {name!r}")
     if not name:
-        raise _bad(path, "empty name")
+        raise _bad(f"{parent}/", "empty name")
     if name in (".", ".."):
         raise _bad(path, f"name {name!r} is not allowed")
     if name[0] == "/" or (windows and (name[0] == "\\" or (len(name) > 1 and name[1] == ":"))):
