@@ -1,0 +1,92 @@
+"""``holofs materialize``: eager, byte-exact restore of a catalog into a directory."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import click
+
+
+def register(group: click.Group) -> None:
+    group.add_command(materialize_cmd)
+
+
+@click.command("materialize")
+@click.argument("catalog")
+@click.argument("directory", type=click.Path(path_type=str))
+@click.option("--hololib", "hololib", default=None, type=click.Path(path_type=str),
+              help="Hololib holding CATALOG (then CATALOG may be a catalog name or blueprint prefix).")
+@click.option("--strategy", type=click.Choice(["auto", "reflink", "copy", "hardlink"]), default=None,
+              help="auto: reflink where the filesystem allows, else copy_file_range/copy. hardlink shares "
+                   "the library's inodes (unrewritten raw blobs only; never write to such files).")
+@click.option("--verify", type=click.Choice(["always", "trusted", "skip"]), default=None,
+              help="Hash blobs: always, once per blob file (trusted, default), or never.")
+@click.option("--workers", type=click.IntRange(1, 256), default=None, help="Parallel workers.")
+@click.option("--fast", is_flag=True, default=None, help="Same as --verify trusted --strategy reflink.")
+@click.option("--copy-pattern", "copy_patterns", multiple=True,
+              help="Glob on the entry path; matching files are always copied, never shared (repeatable).")
+@click.option("--relocate-name-only", is_flag=True,
+              help="Allow a target in another base directory (only the identity name is rewritten).")
+@click.option("--keep-special-bits", is_flag=True, help="Keep setuid/setgid/sticky bits from the catalog.")
+@click.option("--check", "check_only", is_flag=True,
+              help="Only report whether DIRECTORY is complete, incomplete or modified (exit 0 if complete).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--no-progress", is_flag=True, help="Never show a progress bar.")
+def materialize_cmd(catalog: str, directory: str, hololib: str | None, strategy: str | None, verify: str | None,
+                    workers: int | None, fast: bool | None, copy_patterns: tuple[str, ...], relocate_name_only: bool,
+                    keep_special_bits: bool, check_only: bool, as_json: bool, no_progress: bool) -> None:
+    """Restore CATALOG into DIRECTORY, byte-exactly as RCC would.
+
+    The target identity is DIRECTORY's basename; it must have the recorded identity's length
+    and (unless --relocate-name-only) live in the recorded base directory. An existing
+    DIRECTORY is reconciled: extras removed, wrong files replaced, correct files untouched."""
+    from ..config import load_settings
+    from ..library import resolve_catalog
+    from ..materializer import MaterializeOptions, check, materialize
+    from ..verification import VerifyPolicy
+    from .output import emit_json, human_bytes, progress
+
+    settings = load_settings({"strategy": strategy, "verify": verify, "workers": workers,
+                              "fast": True if fast else None, "copy_patterns": copy_patterns or None})
+    cat, lib = resolve_catalog(catalog, hololib)
+    if check_only:
+        report = check(cat, lib, directory, relocate_name_only=relocate_name_only,
+                       verify=VerifyPolicy(settings.verify), keep_special_bits=keep_special_bits,
+                       workers=settings.workers)
+        if as_json:
+            emit_json(report.as_dict())
+        else:
+            click.echo(f"{report.status}: {report.target}")
+            for line in report.problems[:50]:
+                click.echo(f"  {line}")
+            if len(report.problems) > 50:
+                click.echo(f"  ... and {len(report.problems) - 50} more")
+        raise SystemExit(0 if report.status == "complete" else 1)
+
+    with contextlib.ExitStack() as stack:
+        bar: list[Any] = []
+
+        def total_hook(total: int) -> None:
+            bar.append(stack.enter_context(progress("materializing", total, enabled=not no_progress and not as_json)))
+
+        def advance(n: int) -> None:
+            if bar:
+                bar[0].advance(n)
+
+        options = MaterializeOptions(
+            strategy=settings.strategy, verify=VerifyPolicy(settings.verify), workers=settings.workers,
+            keep_special_bits=keep_special_bits, relocate_name_only=relocate_name_only,
+            copy_patterns=settings.copy_patterns, cache_dir=settings.cache_dir, progress=advance,
+            total_hook=total_hook,
+        )
+        report = materialize(cat, lib, directory, options)
+    if as_json:
+        emit_json(report.as_dict())
+        return
+    click.echo(f"materialized {report.target} ({'fresh' if report.fresh else 'reconciled'})")
+    click.echo(f"  {report.files_written} files written, {report.files_intact} intact, {report.symlinks} symlinks, "
+               f"{report.removed_extras} extras removed, {report.dirs} dirs")
+    for name, c in report.strategies.items():
+        click.echo(f"  {name:<16} {int(c['files']):>8} files {human_bytes(c['bytes']):>12} {c['seconds']:.2f} s")
+    click.echo(f"  took {report.seconds:.2f} s")

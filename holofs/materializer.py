@@ -1,0 +1,582 @@
+"""``holofs materialize``: an eager, byte-exact restore of a catalog into a directory.
+
+Fresh targets are built in a sibling staging directory and renamed into place once. An
+existing target is reconciled like RCC does: extras removed, wrong files replaced, correct
+files left untouched. A state file next to the target (``<parent>/.<name>.holofs``) records
+whether the last restore completed and the digest each path got, so that files whose
+recorded digest changed are replaced even when size and mode still match.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import gzip
+import hashlib
+import itertools
+import json
+import os
+import secrets
+import shutil
+import stat
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from .catalog import MOTHER_TIME, Catalog, DirEntry, FileEntry, catalog_bytes
+from .digest import algorithm_of, new_hasher
+from .errors import Busy, CatalogError, HolofsError, UnsafePath, UsageError
+from .fsutil import part_name, raise_for_disk
+from .library import Hololib
+from .modes import permissions
+from .relocation import Relocation, plan_relocation
+from .strategies import Linker, produce_file
+from .verification import VerifiedStore, VerifyPolicy
+
+MOTHER_NS = MOTHER_TIME * 1_000_000_000
+DIR_MODE = 0o750
+BATCH = 256
+STATE_VERSION = 1
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass
+class MaterializeOptions:
+    strategy: str = "auto"
+    verify: VerifyPolicy = VerifyPolicy.TRUSTED
+    workers: int = 4
+    keep_special_bits: bool = False
+    relocate_name_only: bool = False
+    copy_patterns: tuple[str, ...] = ()
+    cache_dir: str | None = None
+    progress: Callable[[int], None] | None = None
+    total_hook: Callable[[int], None] | None = None
+
+
+@dataclass
+class MaterializeReport:
+    target: str
+    fresh: bool
+    files_written: int = 0
+    files_intact: int = 0
+    times_fixed: int = 0
+    symlinks: int = 0
+    dirs: int = 0
+    removed_extras: int = 0
+    verified_blobs: int = 0
+    strategies: dict[str, dict[str, float]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target, "fresh": self.fresh, "files_written": self.files_written,
+            "files_intact": self.files_intact, "times_fixed": self.times_fixed, "symlinks": self.symlinks,
+            "dirs": self.dirs, "removed_extras": self.removed_extras, "verified_blobs": self.verified_blobs,
+            "strategies": self.strategies, "warnings": self.warnings, "seconds": round(self.seconds, 6),
+        }
+
+
+@dataclass
+class CheckReport:
+    target: str
+    status: str  # complete | incomplete | modified
+    problems: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "status": self.status, "problems": self.problems[:200],
+                "problem_count": len(self.problems)}
+
+
+# --- state file ------------------------------------------------------------------------
+
+
+def state_path(target: str) -> str:
+    parent, name = os.path.split(target)
+    return os.path.join(parent, f".{name}.holofs")
+
+
+def catalog_fingerprint(catalog: Catalog) -> str:
+    if catalog.source is not None:
+        try:
+            with open(catalog.source, "rb") as f:
+                return hashlib.sha256(f.read()).hexdigest()
+        except OSError:
+            pass
+    return hashlib.sha256(catalog_bytes(catalog)).hexdigest()
+
+
+class State:
+    """``<parent>/.<name>.holofs``: a one-line JSON header, then gzip'd ``{path: digest}``."""
+
+    def __init__(self, complete: bool = False, fingerprint: str = "", blob: bytes = b"") -> None:
+        self.complete = complete
+        self.fingerprint = fingerprint
+        self._blob = blob
+        self._digests: dict[str, str] | None = None
+
+    @classmethod
+    def read(cls, path: str) -> State | None:
+        try:
+            with open(path, "rb") as f:
+                header = json.loads(f.readline())
+                blob = f.read()
+        except (OSError, ValueError):
+            return None
+        if not isinstance(header, dict) or header.get("version") != STATE_VERSION:
+            return None
+        return cls(bool(header.get("complete")), str(header.get("catalog", "")), blob)
+
+    def digests(self) -> dict[str, str]:
+        if self._digests is None:
+            try:
+                self._digests = json.loads(gzip.decompress(self._blob)) if self._blob else {}
+            except (OSError, ValueError, EOFError):
+                self._digests = {}
+        return self._digests
+
+    @staticmethod
+    def write(path: str, *, complete: bool, fingerprint: str, blob: bytes) -> None:
+        header = json.dumps({"version": STATE_VERSION, "complete": complete, "catalog": fingerprint}).encode()
+        tmp = part_name(path)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, header + b"\n")
+                view = memoryview(blob)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise_for_disk(exc, path)
+
+    @staticmethod
+    def encode_digests(digests: dict[str, str]) -> bytes:
+        return gzip.compress(json.dumps(digests, separators=(",", ":")).encode(), compresslevel=1, mtime=0)
+
+
+def catalog_digests(catalog: Catalog) -> dict[str, str]:
+    """``{path: digest}`` of every regular file a restore writes."""
+    out: dict[str, str] = {}
+    for rel, node in _live_dirs(catalog.tree):
+        for name, f in node.files.items():
+            if not f.symlink:
+                out[f"{rel}/{name}" if rel else name] = f.digest
+    return out
+
+
+# --- catalog walking -------------------------------------------------------------------
+
+
+def _live_dirs(tree: DirEntry):
+    """Real directories to restore, parents first (symlinked dirs and shadows excluded)."""
+    stack = [("", tree)]
+    while stack:
+        rel, node = stack.pop()
+        yield rel, node
+        for name, sub in node.subdirs.items():
+            if not sub.symlink and not sub.shadow:
+                stack.append((f"{rel}/{name}" if rel else name, sub))
+
+
+def _validate(catalog: Catalog) -> None:
+    try:
+        from .validate import validate_catalog
+    except ImportError:  # pragma: no cover - validate is part of holofs
+        validate_catalog = None
+    if validate_catalog is not None:
+        validate_catalog(catalog)
+    for rel, node in _live_dirs(catalog.tree):
+        for name in (*node.subdirs, *node.files):
+            if not name or name in (".", "..") or "/" in name or "\0" in name:
+                raise CatalogError(f"catalog entry {rel + '/' + name if rel else name!r}: unsafe name")
+
+
+# --- the restore -----------------------------------------------------------------------
+
+
+@dataclass
+class _Ctx:
+    lib: Hololib
+    relocation: Relocation
+    linker: Linker
+    store: VerifiedStore
+    policy: VerifyPolicy
+    keep_special: bool
+    root: str
+    known: dict[str, str] | None  # path -> digest of the previous complete-or-not restore
+    same_catalog: bool
+    dry_run: bool = False
+    target_dev: int | None = None
+    progress: Callable[[int], None] | None = None
+    part_prefix: str = field(default_factory=lambda: f".part{os.getpid()}x{secrets.token_hex(4)}")
+    counter: Any = field(default_factory=itertools.count)
+
+
+@dataclass
+class _DirResult:
+    written: int = 0
+    intact: int = 0
+    times_fixed: int = 0
+    symlinks: int = 0
+    removed: int = 0
+    verified: int = 0
+    problems: list[str] = field(default_factory=list)
+    dir_changed: bool = False
+
+
+def _remove_any(dir_fd: int, name: str, st_mode: int) -> None:
+    if stat.S_ISDIR(st_mode):
+        shutil.rmtree(name, dir_fd=dir_fd)
+    else:
+        os.unlink(name, dir_fd=dir_fd)
+
+
+def _existing_content_ok(dir_fd: int, name: str, entry: FileEntry, ctx: _Ctx) -> bool:
+    """Deep check (``--verify always``): hash the file with the recorded identity put back."""
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = bytearray(f.read(entry.size + 1))
+    finally:
+        os.close(fd)
+    if len(data) != entry.size:
+        return False
+    n = len(ctx.relocation.recorded)
+    for off in entry.rewrite:
+        data[off : off + n] = ctx.relocation.recorded
+    h = new_hasher(algorithm_of(entry.digest) or "sha256")
+    h.update(data)
+    return h.hexdigest() == entry.digest
+
+
+def _dir_task(ctx: _Ctx, rel: str, node: DirEntry, names: list[str] | None, scan: bool, handle_extras: bool) -> _DirResult:
+    """Reconcile (or fill) one directory; ``names`` limits the work to a batch of its files."""
+    res = _DirResult()
+    path = f"{ctx.root}/{rel}" if rel else ctx.root
+    fd = os.open(path, _DIR_FLAGS)
+    try:
+        existing: dict[str, os.DirEntry[str]] = {}
+        if scan:
+            with os.scandir(fd) as it:
+                existing = {e.name: e for e in it}
+        known = ctx.known
+        files = node.files
+        for name in names if names is not None else files:
+            entry = files[name]
+            label = f"{rel}/{name}" if rel else name
+            ex = existing.pop(name, None) if scan else None
+            ex_mode = 0
+            if ex is not None:
+                st = ex.stat(follow_symlinks=False)
+                ex_mode = st.st_mode
+                if entry.symlink:
+                    if stat.S_ISLNK(ex_mode) and os.readlink(name, dir_fd=fd) == entry.symlink:
+                        res.intact += 1
+                        continue
+                    res.problems.append(f"{label}: symlink differs")
+                else:
+                    perm = permissions(entry.mode, keep_special=ctx.keep_special)
+                    if not stat.S_ISREG(ex_mode):
+                        res.problems.append(f"{label}: not a regular file")
+                    elif st.st_size != entry.size:
+                        res.problems.append(f"{label}: size {st.st_size}, expected {entry.size}")
+                    elif stat.S_IMODE(ex_mode) != perm:
+                        res.problems.append(f"{label}: mode {stat.S_IMODE(ex_mode):o}, expected {perm:o}")
+                    elif not ctx.same_catalog and (known is None or known.get(label) != entry.digest):
+                        res.problems.append(f"{label}: content digest changed since the last restore")
+                    elif ctx.policy == VerifyPolicy.ALWAYS and not _existing_content_ok(fd, name, entry, ctx):
+                        res.problems.append(f"{label}: content modified")
+                    else:
+                        if st.st_mtime_ns != MOTHER_NS or st.st_atime_ns != MOTHER_NS:
+                            if st.st_mtime_ns != MOTHER_NS:
+                                res.problems.append(f"{label}: mtime differs")
+                            if not ctx.dry_run:
+                                os.utime(name, ns=(MOTHER_NS, MOTHER_NS), dir_fd=fd, follow_symlinks=False)
+                            res.times_fixed += 1
+                        res.intact += 1
+                        continue
+            else:
+                if scan:
+                    res.problems.append(f"{label}: missing")
+            if ctx.dry_run:
+                continue
+            tmp = f"{name}{ctx.part_prefix}{next(ctx.counter)}"
+            perm = None if entry.symlink else permissions(entry.mode, keep_special=ctx.keep_special)
+            result = produce_file(
+                ctx.lib, entry, tmp, relocation=ctx.relocation, verify=False, linker=ctx.linker, dir_fd=fd,
+                label=label, perm=perm, times_ns=MOTHER_NS, verified_store=ctx.store, policy=ctx.policy,
+                target_dev=ctx.target_dev,
+            )
+            try:
+                if ex is not None and stat.S_ISDIR(ex_mode):
+                    shutil.rmtree(name, dir_fd=fd)
+                os.rename(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=fd)
+                raise
+            res.dir_changed = True
+            if result.verified:
+                res.verified += 1
+            if entry.symlink:
+                res.symlinks += 1
+            else:
+                res.written += 1
+        if handle_extras:
+            for name, sub in node.subdirs.items():
+                ex = existing.pop(name, None) if scan else None
+                label = f"{rel}/{name}" if rel else name
+                if not sub.symlink:
+                    continue  # real subdirectories were made by the directory pass
+                if ex is not None:
+                    if ex.is_symlink() and os.readlink(name, dir_fd=fd) == sub.symlink:
+                        res.intact += 1
+                        continue
+                    res.problems.append(f"{label}: directory symlink differs")
+                elif scan:
+                    res.problems.append(f"{label}: missing")
+                if ctx.dry_run:
+                    continue
+                tmp = f"{name}{ctx.part_prefix}{next(ctx.counter)}"
+                os.symlink(sub.symlink, tmp, dir_fd=fd)
+                if ex is not None and ex.is_dir(follow_symlinks=False):
+                    shutil.rmtree(name, dir_fd=fd)
+                os.rename(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
+                ctx.linker.record("symlink", 0, 0.0)
+                res.symlinks += 1
+                res.dir_changed = True
+            own = ctx.part_prefix
+            for name, ex in existing.items():
+                if name in node.files or own in name:
+                    continue  # handled by another batch of this directory / its temp file
+                label = f"{rel}/{name}" if rel else name
+                res.problems.append(f"{label}: extra")
+                if not ctx.dry_run:
+                    _remove_any(fd, name, ex.stat(follow_symlinks=False).st_mode)
+                    res.dir_changed = True
+                res.removed += 1
+    finally:
+        os.close(fd)
+    if ctx.progress is not None:
+        ctx.progress(len(names) if names is not None else len(node.files))
+    return res
+
+
+def _ensure_dirs(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], fresh: bool, problems: list[str]) -> set[str]:
+    """Create every real directory (parents first); returns those created or replaced."""
+    made: set[str] = set()
+    for rel, _node in dirs:
+        if not rel:
+            continue
+        path = f"{ctx.root}/{rel}"
+        if not fresh:
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                st = None
+            if st is not None and stat.S_ISDIR(st.st_mode):
+                if stat.S_IMODE(st.st_mode) != DIR_MODE or st.st_mtime_ns != MOTHER_NS:
+                    problems.append(f"{rel}/: directory mode or time differs")
+                continue
+            problems.append(f"{rel}/: missing" if st is None else f"{rel}/: not a directory")
+            if ctx.dry_run:
+                continue
+            if st is not None:
+                os.unlink(path)
+        elif ctx.dry_run:
+            continue
+        try:
+            os.mkdir(path, DIR_MODE)
+        except OSError as exc:
+            raise_for_disk(exc, rel)
+        made.add(rel)
+    return made
+
+
+def _finish_dirs(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], force: bool) -> None:
+    """Directories: mode 0o750 and mother time, set after their contents are done."""
+    for rel, _node in reversed(dirs):
+        path = f"{ctx.root}/{rel}" if rel else ctx.root
+        if not force:
+            st = os.lstat(path)
+            if stat.S_IMODE(st.st_mode) == DIR_MODE and st.st_mtime_ns == MOTHER_NS and st.st_atime_ns == MOTHER_NS:
+                continue
+        os.chmod(path, DIR_MODE, follow_symlinks=False)
+        os.utime(path, ns=(MOTHER_NS, MOTHER_NS), follow_symlinks=False)
+
+
+def _run_tasks(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], scan: bool, workers: int) -> _DirResult:
+    total = _DirResult()
+    jobs: list[tuple[str, DirEntry, list[str] | None, bool]] = []
+    for rel, node in dirs:
+        names = list(node.files)
+        if len(names) <= BATCH:
+            jobs.append((rel, node, None, True))
+        else:
+            for i in range(0, len(names), BATCH):
+                jobs.append((rel, node, names[i : i + BATCH], i == 0))
+    # A batch of a big directory handles extras only when it sees every name: give the
+    # first batch the scan, and let it skip names owned by the other batches.
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="holofs-mat") as pool:
+        futures = [pool.submit(_dir_task, ctx, rel, node, names, scan, extras) for rel, node, names, extras in jobs]
+        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        for f in pending:
+            f.cancel()
+        error: BaseException | None = None
+        for f in futures:
+            if f.cancelled():
+                continue
+            try:
+                r = f.result()
+            except BaseException as exc:  # noqa: BLE001 - first error wins, re-raised below
+                if error is None or (isinstance(exc, HolofsError) and not isinstance(error, HolofsError)):
+                    error = exc
+                continue
+            total.written += r.written
+            total.intact += r.intact
+            total.times_fixed += r.times_fixed
+            total.symlinks += r.symlinks
+            total.removed += r.removed
+            total.verified += r.verified
+            total.problems.extend(r.problems)
+            total.dir_changed |= r.dir_changed
+        if error is not None:
+            raise error
+    return total
+
+
+def _lock(target: str):
+    parent, name = os.path.split(target)
+    path = os.path.join(parent, f".{name}.holofs.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise Busy(f"{target} is being materialized by another holofs process") from None
+        raise
+    return fd
+
+
+def _prepare(catalog: Catalog, target: str, relocate_name_only: bool) -> tuple[str, Relocation]:
+    target = os.path.abspath(os.fspath(target)).rstrip("/") or "/"
+    _validate(catalog)
+    relocation = plan_relocation(catalog, target, allow_name_only=relocate_name_only)
+    if os.path.islink(target):
+        raise UnsafePath(f"{target} is a symlink: refusing to materialize through it")
+    if os.path.exists(target) and not os.path.isdir(target):
+        raise UsageError(f"{target} exists and is not a directory")
+    parent = os.path.dirname(target)
+    if not os.path.isdir(parent):
+        raise UsageError(f"parent directory {parent} does not exist: create it first")
+    return target, relocation
+
+
+def materialize(catalog: Catalog, lib: Hololib, target: str | os.PathLike[str],
+                options: MaterializeOptions | None = None) -> MaterializeReport:
+    """Restore ``catalog`` into ``target`` byte-exactly (fresh build or reconcile)."""
+    opts = options or MaterializeOptions()
+    t0 = time.perf_counter()
+    target, relocation = _prepare(catalog, os.fspath(target), opts.relocate_name_only)
+    cache_dir = opts.cache_dir
+    if cache_dir is None:
+        from .paths import default_cache_dir
+
+        cache_dir = os.fspath(default_cache_dir())
+    linker = Linker(opts.strategy, opts.copy_patterns)
+    store = VerifiedStore(cache_dir)
+    dirs = list(_live_dirs(catalog.tree))
+    nfiles = sum(len(n.files) for _r, n in dirs)
+    if opts.total_hook is not None:
+        opts.total_hook(nfiles)
+    lock_fd = _lock(target)
+    try:
+        spath = state_path(target)
+        fingerprint = catalog_fingerprint(catalog)
+        fresh = not os.path.lexists(target)
+        parent, name = os.path.split(target)
+        for leftover in os.listdir(parent):  # staging dirs of crashed runs (we hold the lock)
+            if leftover.startswith(f".{name}.holofs-staging-"):
+                shutil.rmtree(os.path.join(parent, leftover), ignore_errors=True)
+        if fresh:
+            build = os.path.join(parent, f".{name}.holofs-staging-{os.getpid()}")
+            os.mkdir(build, DIR_MODE)
+            known, same = {}, True
+        else:
+            build = target
+            state = State.read(spath)
+            same = state is not None and state.complete and state.fingerprint == fingerprint
+            known = None
+            if same:
+                journal_fp, journal_blob = fingerprint, state._blob
+            else:
+                journal_fp, journal_blob = "", b""
+                if state is not None:
+                    # Paths whose digest changes are uncertain until the restore completes.
+                    new = catalog_digests(catalog)
+                    known = {p: d for p, d in state.digests().items() if new.get(p) == d}
+                    journal_blob = State.encode_digests(known)
+            # Journal: incomplete until everything is done.
+            State.write(spath, complete=False, fingerprint=journal_fp, blob=journal_blob)
+        ctx = _Ctx(lib=lib, relocation=relocation, linker=linker, store=store, policy=opts.verify,
+                   keep_special=opts.keep_special_bits, root=build, known=known, same_catalog=same,
+                   target_dev=os.stat(build).st_dev, progress=opts.progress)
+        try:
+            problems: list[str] = []
+            made = _ensure_dirs(ctx, dirs, fresh, problems)
+            total = _run_tasks(ctx, dirs, scan=not fresh, workers=opts.workers)
+            _finish_dirs(ctx, dirs, force=fresh or bool(made) or total.dir_changed)
+            if fresh:
+                os.rename(build, target)
+        except BaseException:
+            if fresh:
+                shutil.rmtree(build, ignore_errors=True)
+            raise
+        State.write(spath, complete=True, fingerprint=fingerprint, blob=State.encode_digests(catalog_digests(catalog)))
+    finally:
+        os.close(lock_fd)
+    return MaterializeReport(
+        target=target, fresh=fresh, files_written=total.written, files_intact=total.intact,
+        times_fixed=total.times_fixed, symlinks=total.symlinks, dirs=len(dirs),
+        removed_extras=total.removed, verified_blobs=total.verified, strategies=linker.as_dict(),
+        warnings=linker.warnings, seconds=time.perf_counter() - t0,
+    )
+
+
+def check(catalog: Catalog, lib: Hololib, target: str | os.PathLike[str], *, relocate_name_only: bool = False,
+          verify: VerifyPolicy = VerifyPolicy.TRUSTED, keep_special_bits: bool = False,
+          workers: int = 4) -> CheckReport:
+    """complete / incomplete / modified, without writing anything."""
+    target, relocation = _prepare(catalog, os.fspath(target), relocate_name_only)
+    if not os.path.isdir(target):
+        return CheckReport(target, "incomplete", [f"{target}: does not exist"])
+    state = State.read(state_path(target))
+    if state is None or not state.complete:
+        return CheckReport(target, "incomplete", ["no record of a completed restore"])
+    same = state.fingerprint == catalog_fingerprint(catalog)
+    ctx = _Ctx(lib=lib, relocation=relocation, linker=Linker(), store=VerifiedStore(os.devnull), policy=verify,
+               keep_special=keep_special_bits, root=target, known=None if same else state.digests(),
+               same_catalog=same, dry_run=True)
+    dirs = list(_live_dirs(catalog.tree))
+    problems: list[str] = []
+    try:
+        st = os.lstat(target)
+        if stat.S_IMODE(st.st_mode) != DIR_MODE or st.st_mtime_ns != MOTHER_NS:
+            problems.append("./: directory mode or time differs")
+    except OSError:
+        pass
+    _ensure_dirs(ctx, dirs, False, problems)
+    missing = {p.split("/: ")[0] for p in problems if p.endswith(": missing") or p.endswith("not a directory")}
+    live = [(r, n) for r, n in dirs if not any(r == m or r.startswith(m + "/") for m in missing)]
+    total = _run_tasks(ctx, live, scan=True, workers=workers)
+    problems.extend(total.problems)
+    return CheckReport(target, "modified" if problems else "complete", sorted(problems))
