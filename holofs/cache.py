@@ -86,14 +86,19 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * factor)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True if process ``pid`` exists and is not a zombie (a dead, unreaped daemon)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
         return True
-    return True
 
 
 def _part_writer_pid(name: str) -> int | None:
@@ -188,7 +193,7 @@ class FileCache:
         for kind, path, st in entries:
             if kind == "temp":
                 pid = _part_writer_pid(path.name)
-                if pid is not None and pid != os.getpid() and _pid_alive(pid):
+                if pid is not None and pid != os.getpid() and pid_alive(pid):
                     continue  # a live fill is writing it
                 try:
                     path.unlink()

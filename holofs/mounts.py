@@ -346,14 +346,6 @@ def unmount(mountpoint: str | os.PathLike[str], *, cache: str | os.PathLike[str]
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is as good as dead
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+    from .cache import pid_alive
+
+    return pid_alive(pid)

@@ -1,0 +1,244 @@
+"""Real FUSE mounts through the ``holofs mount`` CLI: content, errors, concurrency, crashes."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from support.fusemount import (
+    diff_snapshots,
+    expected_snapshot,
+    force_unmount,
+    is_mounted,
+    mounted,
+    pid_alive,
+    requires_fuse,
+    run_holofs,
+    snapshot,
+    wait_for,
+)
+from support.trees import IDENTITY, make_env_tree
+
+from holofs.cache import FileCache
+from holofs.catalog import read_catalog
+from holofs.importer import import_tree
+from holofs.library import Hololib
+
+pytestmark = [requires_fuse, pytest.mark.fuse]
+
+RCC_TARGET = "h59acff1_493f813dad24d3X"
+OTHER_ID = IDENTITY[:-1] + ("u" if IDENTITY[-1] != "u" else "v")
+
+
+@pytest.fixture(scope="module")
+def env_catalog(tmp_path_factory: pytest.TempPathFactory):
+    """make_env_tree imported with holofs' importer: (catalog path, EnvTree, base dir)."""
+    base = tmp_path_factory.mktemp("envbase")
+    tree = make_env_tree(base / IDENTITY, big=True)
+    result = import_tree(tree.root, base / "hololib")
+    return result.catalog_path, tree, base
+
+
+def test_rcc_fixture_mount_equals_restore(rcc_catalog: Path, tmp_path: Path) -> None:
+    target = tmp_path / "base" / RCC_TARGET
+    with mounted(rcc_catalog, target, cache=tmp_path / "cache", args=("--relocate-name-only",)) as m:
+        actual = snapshot(m.mountpoint)
+        st = os.stat(m.mountpoint)
+        assert st.st_mode & 0o777 == 0o750 and st.st_uid == os.getuid()
+        expected = expected_snapshot(read_catalog(rcc_catalog), Hololib.of_catalog(rcc_catalog), RCC_TARGET)
+        assert diff_snapshots(actual, expected) == []
+        out = subprocess.run(["grep", "-c", RCC_TARGET, m.mountpoint / "rcc_activate.sh"], capture_output=True,
+                             text=True)
+        assert out.stdout.strip() == "1"
+
+
+def test_env_tree_mount_equals_restore(env_catalog, tmp_path: Path) -> None:
+    catalog_path, tree, base = env_catalog
+    target = base / OTHER_ID
+    with mounted(catalog_path, target, cache=tmp_path / "cache") as m:
+        actual = snapshot(m.mountpoint)
+        catalog = read_catalog(catalog_path)
+        expected = expected_snapshot(catalog, Hololib.of_catalog(catalog_path), OTHER_ID)
+        assert diff_snapshots(actual, expected) == []
+        # cross-check against the source tree itself, relocated by hand
+        for rel, data in tree.files.items():
+            want = data.replace(tree.identity_bytes, OTHER_ID.encode())
+            assert actual[rel][4] == want, rel
+        for rel, link in tree.symlinks.items():
+            assert actual[rel] == ("link", link)
+        for rel in tree.shadow_files:
+            assert rel not in actual
+        assert not any(name in actual for name in tree.ignored)
+        # and, where holofs materialize exists, byte for byte against it
+        if (Path(__file__).parents[1] / "holofs" / "cli" / "cmd_materialize.py").exists():
+            restored = tmp_path / "restore" / OTHER_ID
+            proc = run_holofs("materialize", catalog_path, restored, "--relocate-name-only")
+            if proc.returncode == 0:
+                assert diff_snapshots(actual, snapshot(restored)) == []
+
+
+def test_mount_is_read_only(rcc_catalog: Path, tmp_path: Path) -> None:
+    with mounted(rcc_catalog, tmp_path / "base" / RCC_TARGET, cache=tmp_path / "cache",
+                 args=("--relocate-name-only",)) as m:
+        for attempt in (
+            lambda: os.open(m.mountpoint / "identity.yaml", os.O_RDWR),
+            lambda: os.open(m.mountpoint / "new.txt", os.O_WRONLY | os.O_CREAT, 0o644),
+            lambda: os.mkdir(m.mountpoint / "newdir"),
+            lambda: os.unlink(m.mountpoint / "identity.yaml"),
+            lambda: os.chmod(m.mountpoint / "identity.yaml", 0o600),
+        ):
+            with pytest.raises(OSError) as exc:
+                attempt()
+            assert exc.value.errno == errno.EROFS
+        assert (m.mountpoint / "identity.yaml").read_bytes()  # reads still work
+
+
+def test_sixteen_concurrent_readers_fill_each_file_once(env_catalog, tmp_path: Path) -> None:
+    catalog_path, tree, base = env_catalog
+    rels = sorted(tree.files)
+    expected = {rel: tree.files[rel].replace(tree.identity_bytes, OTHER_ID.encode()) for rel in rels}
+    with mounted(catalog_path, base / OTHER_ID, cache=tmp_path / "cache") as m:
+        errors: list[BaseException] = []
+        barrier = threading.Barrier(16)
+
+        def reader(i: int) -> None:
+            try:
+                barrier.wait()
+                order = rels[i % len(rels):] + rels[: i % len(rels)]
+                for rel in order:
+                    with open(m.mountpoint / rel, "rb") as f:
+                        assert f.read() == expected[rel], rel
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=reader, args=(i,)) for i in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors[:3]
+        stats = m.stats()
+        assert stats["per_key"], "nothing was filled"
+        assert set(stats["per_key"].values()) == {1}, stats["per_key"]
+        catalog = read_catalog(catalog_path)
+        from holofs.cache import cache_key
+        from holofs.relocation import plan_relocation
+
+        reloc = plan_relocation(catalog, base / OTHER_ID)
+        want_keys = {cache_key(tree_entry, reloc).relpath for rel in rels
+                     for tree_entry in [_entry(catalog, rel)]}
+        assert set(stats["per_key"]) == want_keys
+        assert stats["open_handles"] == 0
+
+
+def _entry(catalog, rel: str):
+    node = catalog.tree
+    parts = rel.split("/")
+    for part in parts[:-1]:
+        node = node.subdirs[part]
+    return node.files[parts[-1]]
+
+
+def test_kill_minus_nine_mid_fill_leaves_no_partial_file(tmp_path: Path) -> None:
+    ident = "big0000000_kill"
+    src = tmp_path / "src" / ident
+    src.mkdir(parents=True)
+    block = os.urandom(1 << 20)
+    with open(src / "big.bin", "wb") as f:
+        for i in range(96):
+            f.write(block[i:] + block[:i])
+    (src / "small.txt").write_text("small\n")
+    result = import_tree(src, tmp_path / "hololib")
+    cache = tmp_path / "cache"
+    with mounted(result.catalog_path, tmp_path / "src" / ident.replace("kill", "kilL"), cache=cache,
+                 args=("--verify", "always")) as m:
+        assert (m.mountpoint / "small.txt").read_text() == "small\n"
+        failures: list[BaseException] = []
+
+        def reader() -> None:
+            try:
+                with open(m.mountpoint / "big.bin", "rb") as f:
+                    f.read()
+            except OSError as exc:
+                failures.append(exc)
+
+        thread = threading.Thread(target=reader, daemon=True)
+        thread.start()
+        wait_for(lambda: any(".part" in p.name for p in (cache / "files").rglob("*")) or not thread.is_alive(),
+                 60, "a fill to start")
+        os.kill(m.pid, signal.SIGKILL)
+        wait_for(lambda: not pid_alive(m.pid), 30, "the daemon to die")
+        thread.join(30)
+        finals = [p for p in (cache / "files").rglob("*") if p.is_file() and ".part" not in p.name]
+        for p in finals:  # whatever has a final name is complete
+            assert p.stat().st_size in (6, 96 << 20), p
+        # the stale mount: 'Transport endpoint is not connected', and holofs umount cleans it
+        with pytest.raises(OSError) as stale:
+            os.listdir(m.mountpoint)
+        assert stale.value.errno == errno.ENOTCONN
+        proc = run_holofs("umount", m.mountpoint, "--cache", cache)
+        assert proc.returncode == 0, proc.stderr
+        assert not is_mounted(m.mountpoint)
+    temps = FileCache(cache).stats()["by_kind"]["temp"]["files"]
+    gc = json.loads(run_holofs("cache", "gc", "--cache", cache, "--json").stdout)
+    assert gc["removed_temp"] == temps
+    assert FileCache(cache).stats()["by_kind"]["temp"]["files"] == 0
+    if temps:  # killed mid-fill (the usual case): the reader saw an error, not wrong bytes
+        assert failures
+
+
+def test_mount_errors_are_one_line(rcc_catalog: Path, tmp_path: Path) -> None:
+    wrong_len = tmp_path / "base" / "short"
+    proc = run_holofs("mount", rcc_catalog, wrong_len, "--cache", tmp_path / "cache")
+    assert proc.returncode != 0 and "length mismatch" in proc.stderr
+    assert "Traceback" not in proc.stderr and not is_mounted(wrong_len)
+    other_base = tmp_path / "base" / RCC_TARGET  # recorded base is /home/user/.robocorp/holotree
+    proc = run_holofs("mount", rcc_catalog, other_base, "--cache", tmp_path / "cache")
+    assert proc.returncode != 0 and "--relocate-name-only" in proc.stderr and not is_mounted(other_base)
+    proc = run_holofs("mount", tmp_path / "nope.catalog", "--cache", tmp_path / "cache")
+    assert proc.returncode != 0 and "not found" in proc.stderr
+    proc = run_holofs("umount", tmp_path)
+    assert proc.returncode != 0 and "not mounted" in proc.stderr
+    with mounted(rcc_catalog, other_base, cache=tmp_path / "cache", args=("--relocate-name-only",)) as m:
+        again = run_holofs("mount", rcc_catalog, m.mountpoint, "--cache", tmp_path / "cache",
+                           "--relocate-name-only")
+        assert again.returncode != 0 and "already a mount point" in again.stderr
+
+
+def test_default_mountpoint_is_the_recorded_path(tmp_path: Path) -> None:
+    src = tmp_path / "holotree" / "henv_default01"
+    src.mkdir(parents=True)
+    (src / "hello.sh").write_text(f"echo {src}\n")
+    result = import_tree(src, tmp_path / "hololib")
+    src.rename(tmp_path / "holotree" / "moved-away")
+    with mounted(result.catalog_path, None, cache=tmp_path / "cache") as m:
+        assert m.mountpoint == src
+        assert (src / "hello.sh").read_text() == f"echo {src}\n"
+    proc = run_holofs("umount", src)
+    assert proc.returncode != 0  # already unmounted by the helper
+
+
+def test_foreground_mount_unmounts_on_sigterm(rcc_catalog: Path, tmp_path: Path) -> None:
+    target = tmp_path / "base" / RCC_TARGET
+    proc = subprocess.Popen([sys.executable, "-m", "holofs", "mount", "-f", os.fspath(rcc_catalog),
+                             os.fspath(target), "--cache", os.fspath(tmp_path / "cache"), "--relocate-name-only"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: is_mounted(target) or proc.poll() is not None, 30, "foreground mount")
+        assert proc.poll() is None, proc.communicate()
+        assert (target / "identity.yaml").stat().st_size == 56
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert not is_mounted(target)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        force_unmount(target)
