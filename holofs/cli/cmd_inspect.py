@@ -103,7 +103,7 @@ def ls_cmd(catalog: str, hololib: str | None, long_: bool, as_json: bool) -> Non
         if row["symlink"]:
             text += f" -> {row['symlink']}"
         marks = []
-        if row["rewrite"]:
+        if row["rewrite"] and not row["symlink"]:  # a symlink is restored as a link, never rewritten
             marks.append(f"[R{len(row['rewrite'])}]")
         if row["shadow"]:
             marks.append("[shadow]")
