@@ -23,6 +23,7 @@ Run scripts/build_corpus.py first (``--small`` for both for a ~2-minute run).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -71,6 +72,16 @@ def find_catalog(lib: Path) -> Path:
     return cats[0]
 
 
+def importer_version() -> str:
+    """A fingerprint of the code that writes hololibs: cached libraries are rebuilt when it changes."""
+    pkg = Path(__file__).resolve().parent.parent / "holofs"
+    h = hashlib.sha256()
+    for name in ("importer.py", "library.py", "catalog.py", "relocation.py", "cli/cmd_import.py", "cli/cmd_library.py"):
+        p = pkg / name
+        h.update(name.encode() + (p.read_bytes() if p.exists() else b"-"))
+    return h.hexdigest()[:16]
+
+
 def prepare_libs(work: Path, profile: str, corpus: dict[str, Any], commands: set[str]) -> dict[str, Any]:
     """Import the corpus into one hololib per encoding under ``<work>/<profile>/libs`` (cached).
 
@@ -78,15 +89,17 @@ def prepare_libs(work: Path, profile: str, corpus: dict[str, Any], commands: set
     command exists, else from ``holofs import --compress none``. Import/convert times are kept."""
     libs_dir = work / profile / "libs"
     meta_path = libs_dir / "libs.json"
+    writer = importer_version()
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
-        if meta.get("corpus_built") == corpus["built"] and all((libs_dir / e).is_dir() for e in ENCODINGS):
+        if (meta.get("corpus_built") == corpus["built"] and meta.get("writer") == writer
+                and all((libs_dir / e).is_dir() for e in ENCODINGS)):
             log(f"reusing hololibs in {libs_dir}")
             return meta
     rmtree(libs_dir)
     libs_dir.mkdir(parents=True)
     holofs = tool("holofs")
-    meta: dict[str, Any] = {"corpus_built": corpus["built"], "libs": {}}
+    meta: dict[str, Any] = {"corpus_built": corpus["built"], "writer": writer, "libs": {}}
     for enc in ("gzip", "zstd"):
         log(f"importing corpus into {enc} hololib")
         secs, proc = time_cmd([holofs, "import", corpus["path"], "--hololib", libs_dir / enc, "--compress", enc,

@@ -1,0 +1,333 @@
+#!/usr/bin/env python3
+"""Benchmark ``holofs mount``: time to a ready mount, and a real interpreter running from it.
+
+1. Mount-ready time: from starting ``holofs mount <catalog> <dir> --cache <fresh>`` until
+   ``<dir>`` is a mount point (and the command returned), for the corpus catalog and for a
+   generated catalog of exactly --subset-files files (a prefix of the corpus tree, or copies
+   of it under ``dupN/`` when the corpus is smaller). Median of --runs.
+2. Running the environment's interpreter (``<env>/bin/python``) on two real workloads:
+   ``import``  python -c "import numpy, pandas, scipy, matplotlib, requests, robot" (those installed)
+   ``task``    python -m robot on a tiny suite evaluating numpy/pandas/matplotlib code
+   each COLD (fresh mount with an empty --cache dir; on the native trees: no __pycache__) and
+   then WARM (the same command again), on: the mount (read-only, so Python cannot write
+   bytecode; also measured with PYTHONPYCACHEPREFIX pointing at a writable dir), a ``holofs materialize``d tree
+   (if that command exists) and the original corpus venv ("native").
+   The page cache is not dropped (unless --drop-caches): hololib blobs and native files are
+   equally warm in memory, so "cold" means holofs' own cache is empty and no bytecode exists.
+
+The mount point is a same-length name next to the recorded corpus path (RCC's relocation
+rule), so no --relocate-name-only is needed. Run scripts/build_corpus.py first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_materialize import prepare_libs  # noqa: E402
+from benchlib import (  # noqa: E402
+    DEFAULT_WORK,
+    Timing,
+    drop_caches,
+    fmt_ratio,
+    fmt_s,
+    holofs_commands,
+    identity_like,
+    load_corpus,
+    log,
+    machine_info,
+    rmtree,
+    run,
+    table,
+    tool,
+    write_json,
+)
+
+MOUNT_ID = identity_like("mount")
+MATERIALIZED_ID = identity_like("native")
+READY_GOAL_S = 0.3
+COLD_GOAL = 1.5
+WARM_GOAL = 1.05
+TIMEOUT = 600
+
+SUITE = """*** Test Cases ***
+Numpy Works
+    ${x}=    Evaluate    numpy.linalg.inv(numpy.eye(60) * 2).trace()    modules=numpy
+    Should Be Equal As Numbers    ${x}    30
+"""
+SUITE_FULL = SUITE + """
+Pandas Works
+    ${n}=    Evaluate    len(pandas.DataFrame({'a': list(range(1000))}).describe())    modules=pandas
+    Should Be Equal As Integers    ${n}    8
+
+Matplotlib And Scipy Work
+    ${ok}=    Evaluate    __import__('matplotlib.pyplot').pyplot.plot([1, 2])[0] is not None and scipy.optimize.minimize_scalar(lambda v: (v - 2) ** 2).success    modules=scipy.optimize,matplotlib
+    Should Be True    ${ok}
+"""
+
+
+def subset_catalog(corpus_catalog: Path, out_lib: Path, lib: Path, files: int) -> Path:
+    """A catalog of exactly ``files`` (non-shadow) files built from the corpus catalog, in a
+    hololib at ``out_lib`` that shares ``lib``'s blobs through a ``library`` symlink."""
+    from holofs.catalog import DirEntry, catalog_name, iter_files, read_catalog, write_catalog
+
+    cat = read_catalog(corpus_catalog)
+    budget = [files]
+
+    def take(d: DirEntry) -> DirEntry:
+        new = DirEntry(d.name, d.mode, {}, {}, d.symlink, d.shadow)
+        if d.symlink or d.shadow:
+            return new  # symlinked dirs kept as links, their shadow listing dropped
+        for name, f in d.files.items():
+            if budget[0] <= 0:
+                break
+            new.files[name] = copy.copy(f)
+            if not f.symlink:
+                budget[0] -= 1
+        for name, sub in d.subdirs.items():
+            if budget[0] <= 0:
+                break
+            new.subdirs[name] = take(sub)
+        return new
+
+    tree = take(cat.tree)
+    k = 1
+    while budget[0] > 0:  # corpus smaller than requested: add copies under dupN/
+        dup = take(cat.tree)
+        dup.name = f"dup{k}"
+        dup.mode = cat.tree.mode
+        tree.subdirs[dup.name] = dup
+        k += 1
+    cat.tree = tree
+    cat.blueprint = f"{files:016x}"
+    n = sum(1 for _p, f, _d in iter_files(tree, include_shadow=False) if not f.symlink)
+    assert n == files, (n, files)
+    rmtree(out_lib)
+    (out_lib / "catalog").mkdir(parents=True)
+    (out_lib / "library").symlink_to(lib / "library")
+    return write_catalog(cat, out_lib / "catalog" / catalog_name(cat.blueprint, cat.platform))
+
+
+class Mounter:
+    """Mount/unmount with fresh cache dirs; remembers what to clean up."""
+
+    def __init__(self, mountpoint: Path, caches: Path) -> None:
+        self.mountpoint, self.caches = mountpoint, caches
+        self.cache: Path | None = None
+        self.n = 0
+
+    def mount(self, catalog: Path) -> tuple[float, float]:
+        """Mount with a fresh cache; return (seconds until visible, seconds until the command returned)."""
+        self.umount()
+        self.n += 1
+        self.cache = self.caches / f"c{self.n}"
+        rmtree(self.cache)
+        self.mountpoint.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([tool("holofs"), "mount", os.fspath(catalog), os.fspath(self.mountpoint),
+                                 "--cache", os.fspath(self.cache)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        visible = None
+        while True:
+            if visible is None and os.path.ismount(self.mountpoint):
+                visible = time.perf_counter() - t0
+            rc = proc.poll()
+            if rc is not None and (visible is not None or rc != 0):
+                break
+            if time.perf_counter() - t0 > 120:
+                proc.kill()
+                raise RuntimeError("holofs mount did not become ready within 120 s")
+            time.sleep(0.0005)
+        returned = time.perf_counter() - t0
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"holofs mount exited {proc.returncode}: {err.strip()[-800:]}")
+        if visible is None:
+            visible = returned
+            if not os.path.ismount(self.mountpoint):
+                raise RuntimeError(f"holofs mount returned but {self.mountpoint} is not a mount point")
+        return visible, returned
+
+    def umount(self) -> None:
+        if os.path.ismount(self.mountpoint):
+            cmd = [tool("holofs"), "umount", os.fspath(self.mountpoint)]
+            if self.cache:
+                cmd += ["--cache", os.fspath(self.cache)]
+            if run(cmd, check=False, timeout=120).returncode != 0:
+                run(["umount", "-l", os.fspath(self.mountpoint)], check=False)
+        if self.cache:
+            rmtree(self.cache)
+            self.cache = None
+
+
+def remove_pycache(root: Path) -> None:
+    run(["find", os.fspath(root), "-xdev", "-name", "__pycache__", "-type", "d", "-prune", "-exec", "rm", "-rf",
+         "{}", "+"])
+
+
+def py_env(work: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env.update(MPLBACKEND="Agg", MPLCONFIGDIR=os.fspath(work / "mplconfig"), HOME=os.fspath(work / "home"))
+    (work / "home").mkdir(exist_ok=True)
+    return env
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, default=DEFAULT_WORK, help="work directory (default %(default)s)")
+    ap.add_argument("--small", action="store_true", help="use the --small corpus (quick run)")
+    ap.add_argument("--runs", type=int, default=3, help="runs per measurement; the median is reported")
+    ap.add_argument("--lib", default="gzip", choices=["gzip", "zstd", "none"], help="hololib encoding to mount")
+    ap.add_argument("--subset-files", type=int, default=16000, help="files in the generated catalog")
+    ap.add_argument("--drop-caches", action="store_true", help="drop the page cache before every cold run")
+    ap.add_argument("--json", dest="json_out", type=Path, help="write all results to this JSON file")
+    args = ap.parse_args(argv)
+    work = args.work.resolve()
+    profile = "small" if args.small else "full"
+    pwork = work / profile
+    corpus = load_corpus(work, profile)
+    commands = holofs_commands()
+    if not {"import", "mount", "umount"} <= commands:
+        raise SystemExit(f"bench: holofs import/mount/umount needed; available: {sorted(commands)}")
+    libs = prepare_libs(work, profile, corpus, commands)
+    lib = pwork / "libs" / args.lib
+    catalog = lib / "catalog" / libs["libs"][args.lib]["catalog"]
+    space = Path(corpus["path"]).parent
+    mountpoint = space / MOUNT_ID
+    native = Path(corpus["path"])
+    materialized = space / MATERIALIZED_ID
+    mounter = Mounter(mountpoint, pwork / "mount-caches")
+    env = py_env(pwork)
+    suite = pwork / "bench_suite.robot"
+    suite.write_text(SUITE_FULL if "pandas" in corpus["modules"] else SUITE)
+    modules = [m for m in corpus["modules"] if m != "RPA"]
+    workloads = {
+        "import": ["-c", f"import {', '.join(modules)}"],
+        "task": ["-m", "robot", "--output", "NONE", "--report", "NONE", "--log", "NONE", "--console", "quiet",
+                 os.fspath(suite)],
+    }
+    results: list[Timing] = []
+    notes: list[str] = []
+    info: dict[str, Any] = {}
+    started = time.perf_counter()
+    try:
+        # -- 1. mount-ready time
+        sub = subset_catalog(catalog, pwork / f"lib-subset{args.subset_files}", lib, args.subset_files)
+        for label, cat in ((f"corpus catalog ({corpus['files']} files)", catalog),
+                           (f"generated catalog ({args.subset_files} files)", sub)):
+            vis, ret = Timing(f"mount visible: {label}"), Timing(f"mount command returned: {label}")
+            for _ in range(args.runs):
+                v, r = mounter.mount(cat)
+                vis.samples.append(v)
+                ret.samples.append(r)
+                mounter.umount()
+            log(f"  {vis.name}: median {fmt_s(vis.median)} s; returned {fmt_s(ret.median)} s")
+            results += [vis, ret]
+
+        # -- 2. interpreter on mount / materialized tree / original venv
+        log("warming the matplotlib font cache (shared by all variants)")
+        run([native / "bin" / "python", "-c", "import matplotlib.pyplot"] if "matplotlib" in modules
+            else [native / "bin" / "python", "-c", "pass"], env=env)
+        variants: dict[str, Path] = {"mount": mountpoint, "mount + PYTHONPYCACHEPREFIX": mountpoint,
+                                     "native (original venv)": native}
+        pycache_prefix = pwork / "pycache-prefix"
+        if "materialize" in commands:
+            rmtree(materialized)
+            t0 = time.perf_counter()
+            run([tool("holofs"), "materialize", catalog, materialized])
+            info["materialize_s"] = time.perf_counter() - t0
+            variants["materialized tree"] = materialized
+        else:
+            notes.append("holofs materialize not available: the materialized-tree variant was skipped")
+
+        def prepare(variant: str) -> None:
+            rmtree(pycache_prefix)
+            if variant.startswith("mount"):
+                mounter.mount(catalog)
+            else:
+                remove_pycache(variants[variant])
+            if args.drop_caches and not drop_caches():
+                notes.append("page cache could not be dropped (not permitted here)")
+
+        def one(variant: str, wl: str) -> float:
+            py = variants[variant] / "bin" / "python"
+            venv = dict(env, PYTHONPYCACHEPREFIX=os.fspath(pycache_prefix)) if "PYCACHEPREFIX" in variant else env
+            t0 = time.perf_counter()
+            run([py, *workloads[wl]], env=venv, timeout=TIMEOUT, cwd=pwork)
+            return time.perf_counter() - t0
+
+        for wl in workloads:
+            for variant in variants:
+                cold, warm = Timing(f"{wl} cold: {variant}"), Timing(f"{wl} warm: {variant}")
+                cold.extra.update(workload=wl, variant=variant, state="cold")
+                warm.extra.update(workload=wl, variant=variant, state="warm")
+                try:
+                    for _ in range(args.runs):
+                        prepare(variant)
+                        cold.samples.append(one(variant, wl))
+                        warm.samples.append(one(variant, wl))
+                        if variant.startswith("mount"):
+                            mounter.umount()
+                except Exception as exc:
+                    cold.error = str(exc)[:600]
+                    log(f"  FAILED {wl} {variant}: {cold.error}")
+                    mounter.umount()
+                log(f"  {wl} {variant}: cold {fmt_s(cold.median)} s, warm {fmt_s(warm.median)} s")
+                results += [cold, warm]
+        remove_pycache(native)
+    finally:
+        mounter.umount()
+        rmtree(materialized)
+        rmtree(pwork / "pycache-prefix")
+        with __import__("contextlib").suppress(OSError):
+            mountpoint.rmdir()
+    elapsed = time.perf_counter() - started
+
+    def med(name: str) -> float | None:
+        return next((t.median for t in results if t.name == name), None)
+
+    print(f"\nCorpus: {profile}, {corpus['files']} files; hololib {args.lib}; median of {args.runs} runs; page cache "
+          f"{'dropped before cold runs' if args.drop_caches else 'not dropped'}; total {elapsed:.0f} s\n")
+    print(table(["measurement", "median s", "samples s", "error"],
+                [[t.name, fmt_s(t.median), " ".join(f"{s:.3f}" for s in t.samples), t.error[:80]] for t in results]))
+    rows, goals = [], []
+    for t in results:
+        if t.name.startswith("mount visible"):
+            ok = None if t.median is None else t.median <= READY_GOAL_S
+            rows.append([t.name, fmt_s(t.median), "—", "—", f"≤ {READY_GOAL_S} s", "—" if ok is None else
+                         ("met" if ok else "MISSED")])
+            goals.append({"check": t.name, "seconds": t.median, "goal_s": READY_GOAL_S, "met": ok})
+    for wl in workloads:
+        for state, goal in (("cold", COLD_GOAL), ("warm", WARM_GOAL)):
+            base = med(f"{wl} {state}: native (original venv)")
+            for variant in ("mount", "mount + PYTHONPYCACHEPREFIX", "materialized tree"):
+                a = med(f"{wl} {state}: {variant}")
+                if a is None:
+                    continue
+                ok = None if base is None else a / base <= goal
+                rows.append([f"{wl} {state}: {variant} vs native", fmt_s(a), fmt_s(base), fmt_ratio(a, base),
+                             f"≤ {goal}×" if variant.startswith("mount") else "(info)",
+                             "—" if ok is None or not variant.startswith("mount") else ("met" if ok else "MISSED")])
+                goals.append({"check": f"{wl} {state}: {variant} vs native", "seconds": a, "native_s": base,
+                              "goal_ratio": goal if variant.startswith("mount") else None, "met": ok})
+    print("\n### Issue targets\n")
+    print(table(["check", "holofs s", "native s", "ratio", "goal", "result"], rows))
+    for n in sorted(set(notes)):
+        print(f"NOTE: {n}")
+    if args.json_out:
+        write_json(args.json_out, {"machine": machine_info(), "corpus": corpus, "lib": args.lib, "runs": args.runs,
+                                   "elapsed_s": elapsed, "info": info, "notes": sorted(set(notes)),
+                                   "results": [t.to_json() for t in results], "goals": goals})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
