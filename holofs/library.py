@@ -208,7 +208,7 @@ class Hololib:
         """Every blob digest stored in the library (temporary files skipped)."""
         if not self.library_dir.is_dir():
             return
-        for dirpath, _dirs, files in os.walk(self.library_dir):
+        for _dirpath, _dirs, files in os.walk(self.library_dir):
             for name in files:
                 if ".part" not in name:
                     yield name

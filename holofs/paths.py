@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -23,8 +24,6 @@ def default_config_file() -> Path:
 def private_dir(path: Path) -> Path:
     """Create ``path`` (and parents) readable by the owner only; return it."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
+    with contextlib.suppress(PermissionError):
         os.chmod(path, 0o700)
-    except PermissionError:
-        pass
     return path
