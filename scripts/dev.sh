@@ -73,9 +73,24 @@ ensure_venv() {
     fi
 }
 
+locate_shared() {
+    # Tests read RCC's fixture from shared/ beside the checkout (or $HOLOFS_SHARED). A local
+    # clone (git clone /path/to/main elsewhere) finds it beside the repository it came from.
+    [ -n "${HOLOFS_SHARED:-}" ] && return 0
+    [ -d "$REPO/../shared/fixtures" ] && return 0
+    local origin
+    origin="$(git -C "$REPO" config --get remote.origin.url 2>/dev/null || true)"
+    if [ -n "$origin" ] && [ -d "$origin" ] && [ -d "$origin/../shared/fixtures" ]; then
+        HOLOFS_SHARED="$(cd "$origin/../shared" && pwd)"
+        export HOLOFS_SHARED
+        say "using fixtures from $HOLOFS_SHARED (beside the origin checkout)"
+    fi
+}
+
 bootstrap() {
     ensure_apt_packages
     ensure_venv
+    locate_shared
 }
 
 cmd_demo() {
