@@ -499,6 +499,8 @@ def _produce_stream(src: int, dst: int, entry: FileEntry, encoding: str, verify:
             else:
                 _write_all(dst, chunk)
             pos += len(chunk)
+    except CorruptBlob as exc:
+        raise _corrupt(label, entry, "(undecodable)", str(exc).split(": ", 1)[-1]) from None
     except _TooBig:
         actual = "(not computed: content too large)"
         raise _corrupt(label, entry, actual, f"decodes to more than the recorded {entry.size} bytes") from None

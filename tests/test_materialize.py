@@ -1,0 +1,313 @@
+"""holofs materialize: byte-exact restores of the RCC fixture and of generated trees,
+verification of blobs (corrupt, truncated, wrong size) and the trusted record."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from support.trees import IDENTITY, EnvTree, make_env_tree
+
+from holofs.catalog import MOTHER_TIME, Catalog, iter_dirs, read_catalog
+from holofs.errors import CorruptBlob
+from holofs.importer import import_tree
+from holofs.library import Hololib
+from holofs.materializer import MaterializeOptions, materialize
+from holofs.modes import permissions
+from holofs.verification import VerifyPolicy
+
+MOTHER_NS = MOTHER_TIME * 1_000_000_000
+TARGET_NAME = "h9876543_fedcba9876543210t"  # same length as IDENTITY, a different name
+assert len(TARGET_NAME) == len(IDENTITY)
+
+
+# --- helpers shared by the other materialize test modules ----------------------------
+
+
+def build_generated(tmp: Path, compress: str = "gzip", *, lib_dir: Path | None = None, big: bool = False,
+                    extra: dict[str, bytes] | None = None) -> tuple[EnvTree, Catalog, Hololib]:
+    """A generated environment tree imported into a hololib: (tree, catalog, library)."""
+    tree = make_env_tree(tmp / "src" / IDENTITY, big=big)
+    for rel, data in (extra or {}).items():
+        (tree.root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree.root / rel).write_bytes(data)
+        tree.files[rel] = data
+        start, offs = 0, []
+        while (hit := data.find(tree.identity_bytes, start)) >= 0:
+            offs.append(hit)
+            start = hit + len(tree.identity_bytes)
+        tree.offsets[rel] = offs
+    result = import_tree(tree.root, lib_dir or tmp / "lib", compress=compress, workers=2)
+    return tree, read_catalog(result.catalog_path), Hololib.open(lib_dir or tmp / "lib")
+
+
+def live_paths(catalog: Catalog) -> dict[str, object]:
+    """Every path a restore must create: '' root excluded; dirs end without slash."""
+    out: dict[str, object] = {}
+    for rel, node in iter_dirs(catalog.tree):
+        if node.shadow:
+            continue
+        if rel:
+            out[rel] = node
+        if node.symlink:
+            continue
+        for name, f in node.files.items():
+            out[f"{rel}/{name}" if rel else name] = f
+    return out
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Everything byte-exactness covers: content, permissions, times, link targets, types."""
+    out: dict[str, tuple] = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = os.path.join(dirpath, name)
+            rel = os.path.relpath(p, root)
+            st = os.lstat(p)
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = ("link", os.readlink(p))
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = ("dir", stat.S_IMODE(st.st_mode), st.st_mtime_ns, st.st_atime_ns)
+            else:
+                out[rel] = ("file", Path(p).read_bytes(), stat.S_IMODE(st.st_mode), st.st_mtime_ns, st.st_atime_ns)
+    return out
+
+
+def relocate(data: bytes, offsets: list[int], identity: bytes) -> bytes:
+    buf = bytearray(data)
+    for off in offsets:
+        buf[off : off + len(identity)] = identity
+    return bytes(buf)
+
+
+def assert_restored(catalog: Catalog, lib: Hololib, target: Path) -> None:
+    """``target`` is exactly what RCC would restore ``catalog`` to (relocated to its name)."""
+    ident = target.name.encode()
+    expected = live_paths(catalog)
+    snap = snapshot(target)
+    assert set(snap) == set(expected), (set(snap) ^ set(expected))
+    root_st = os.lstat(target)
+    assert stat.S_IMODE(root_st.st_mode) == 0o750 and root_st.st_mtime_ns == MOTHER_NS
+    for rel, entry in expected.items():
+        got = snap[rel]
+        if getattr(entry, "symlink", ""):
+            assert got == ("link", entry.symlink), rel
+        elif hasattr(entry, "subdirs"):
+            assert got == ("dir", 0o750, MOTHER_NS, MOTHER_NS), rel
+        else:
+            original = lib.read_blob(entry.digest, entry.size)
+            assert got[0] == "file", rel
+            assert got[1] == relocate(original, entry.rewrite, ident), rel
+            assert relocate(got[1], entry.rewrite, catalog.identity.encode()) == original, rel
+            assert got[2] == permissions(entry.mode), rel
+            assert got[3:] == (MOTHER_NS, MOTHER_NS), rel
+
+
+def opts(tmp: Path, **kw) -> MaterializeOptions:
+    kw.setdefault("relocate_name_only", True)
+    kw.setdefault("cache_dir", str(tmp / "cache"))
+    kw.setdefault("workers", 4)
+    return MaterializeOptions(**kw)
+
+
+# --- byte-exact ---------------------------------------------------------------------
+
+
+def test_rcc_fixture_byte_exact_via_cli(tmp_path, rcc_catalog, holofs_cli):
+    catalog = read_catalog(rcc_catalog)
+    target = tmp_path / "space" / "h0000000_0000000000aaaat"
+    assert len(target.name) == len(catalog.identity)
+    target.parent.mkdir()
+    proc = holofs_cli("materialize", rcc_catalog, target, "--json", env={"HOLOFS_CACHE": str(tmp_path / "c")})
+    assert proc.returncode != 0 and "--relocate-name-only" in proc.stderr and "Traceback" not in proc.stderr
+    assert not target.exists()
+    proc = holofs_cli("materialize", rcc_catalog, target, "--relocate-name-only", "--json",
+                      env={"HOLOFS_CACHE": str(tmp_path / "c")}, check=True)
+    report = json.loads(proc.stdout)
+    assert report["fresh"] and report["files_written"] == 9 and report["strategies"]["decompress"]["files"] == 9
+    lib = Hololib.of_catalog(rcc_catalog)
+    assert_restored(catalog, lib, target)
+    # The fixture's rcc_activate.sh has the identity at offset 161: it now names the target.
+    script = (target / "rcc_activate.sh").read_bytes()
+    assert script[161 : 161 + len(target.name)] == target.name.encode()
+    assert catalog.identity.encode() not in script
+    assert not list(tmp_path.glob("space/.*staging*"))
+    # By name inside the hololib.
+    other = tmp_path / "space" / "h0000000_0000000000bbbbt"
+    holofs_cli("materialize", "--hololib", lib.root, "c34ed96c", other, "--relocate-name-only",
+               env={"HOLOFS_CACHE": str(tmp_path / "c")}, check=True)
+    assert_restored(catalog, lib, other)
+
+
+@pytest.mark.parametrize("compress", ["gzip", "zstd", "none"])
+def test_generated_tree_byte_exact(tmp_path, compress):
+    tree, catalog, lib = build_generated(tmp_path, compress, big=compress == "gzip")
+    target = tmp_path / "dst" / TARGET_NAME
+    target.parent.mkdir()
+    report = materialize(catalog, lib, target, opts(tmp_path))
+    assert_restored(catalog, lib, target)
+    ident = TARGET_NAME.encode()
+    for rel, data in tree.files.items():
+        got = (target / rel).read_bytes()
+        # Relocated at exactly the places the identity was, and relocating back gives the source.
+        assert got == relocate(data, tree.offsets[rel], ident), rel
+        assert relocate(got, tree.offsets[rel], tree.identity_bytes) == data, rel
+        assert bool(os.stat(target / rel).st_mode & 0o111) == (rel in tree.executables), rel
+    for rel, link in tree.symlinks.items():
+        assert os.readlink(target / rel) == link, rel
+    for rel in tree.ignored:
+        assert not os.path.lexists(target / rel), rel
+    # shadow files exist only through their restored directory symlink, never as real entries
+    real = set(snapshot(target))
+    assert tree.shadow_files and not tree.shadow_files & real
+    for rel in tree.empty_dirs:
+        assert (target / rel).is_dir() and not os.listdir(target / rel)
+    assert report.files_written == len(tree.files)
+    expected = "decompress" if compress != "none" else None
+    if expected:
+        assert report.strategies[expected]["files"] >= len(tree.files) - 1  # the empty file may be "copy"
+
+
+def test_target_rules(tmp_path, rcc_catalog, holofs_cli):
+    catalog = read_catalog(rcc_catalog)
+    lib = Hololib.of_catalog(rcc_catalog)
+    from holofs.errors import RelocationError, UnsafePath
+
+    with pytest.raises(RelocationError, match="length"):
+        materialize(catalog, lib, tmp_path / "short", opts(tmp_path))
+    real = tmp_path / "real"
+    real.mkdir()
+    link = tmp_path / ("l" * len(catalog.identity))
+    link.symlink_to(real)
+    with pytest.raises(UnsafePath):
+        materialize(catalog, lib, link, opts(tmp_path))
+    assert not os.listdir(real)
+
+
+# --- verification ---------------------------------------------------------------------
+
+
+def _first_blob(catalog: Catalog, lib: Hololib, *, min_size: int = 64) -> tuple[str, object]:
+    for rel, entry in live_paths(catalog).items():
+        if hasattr(entry, "digest") and not entry.symlink and entry.size >= min_size:
+            return rel, entry
+    raise AssertionError("no file")
+
+
+def _fresh_target(tmp_path: Path, n: int = 0) -> Path:
+    d = tmp_path / f"dst{n}"
+    d.mkdir(exist_ok=True)
+    return d / TARGET_NAME
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "wrong-size", "bomb"])
+def test_corrupt_blobs_refused(tmp_path, damage, holofs_cli):
+    compress = "none" if damage in ("flip", "truncate") else "gzip"
+    tree, catalog, lib = build_generated(tmp_path, compress)
+    rel, entry = _first_blob(catalog, lib)
+    blob = lib.blob_path(entry.digest)
+    data = blob.read_bytes()
+    if damage == "flip":
+        blob.write_bytes(data[:10] + bytes([data[10] ^ 1]) + data[11:])
+    elif damage == "truncate":
+        blob.write_bytes(data[: len(data) // 2])
+    elif damage == "wrong-size":
+        blob.write_bytes(gzip.compress(lib_content := b"short"))
+        assert len(lib_content) != entry.size
+    else:
+        blob.write_bytes(gzip.compress(bytes(64 << 20)))  # 64 MiB of zeros for a small file
+    target = _fresh_target(tmp_path)
+    proc = holofs_cli("materialize", catalog.source, target, "--relocate-name-only", "--verify", "always",
+                      env={"HOLOFS_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode != 0, proc.stdout
+    err = proc.stderr.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert rel in err and entry.digest in err and "actual" in err, err
+    if damage in ("flip", "wrong-size"):
+        actual = err.split("actual ")[1].split()[0]
+        assert len(actual) == len(entry.digest) and actual != entry.digest, err
+    # Nothing under a final name, no staging directory, no temp files.
+    assert not target.exists()
+    assert os.listdir(target.parent) == [f".{TARGET_NAME}.holofs.lock"]
+
+
+def test_corruption_never_lands_on_reconcile(tmp_path):
+    tree, catalog, lib = build_generated(tmp_path, "none")
+    target = _fresh_target(tmp_path)
+    materialize(catalog, lib, target, opts(tmp_path))
+    rel, entry = _first_blob(catalog, lib)
+    good = (target / rel).read_bytes()
+    (target / rel).unlink()
+    blob = lib.blob_path(entry.digest)
+    data = blob.read_bytes()
+    blob.write_bytes(bytes([data[0] ^ 0xFF]) + data[1:])
+    with pytest.raises(CorruptBlob, match=entry.digest):
+        materialize(catalog, lib, target, opts(tmp_path, verify=VerifyPolicy.ALWAYS))
+    assert not (target / rel).exists()
+    assert not [p for p in target.rglob("*") if ".part" in p.name]
+    blob.write_bytes(data)
+    materialize(catalog, lib, target, opts(tmp_path))
+    assert (target / rel).read_bytes() == good
+
+
+def test_verify_policies(tmp_path):
+    tree, catalog, lib = build_generated(tmp_path, "none")
+    files = [e for e in live_paths(catalog).values() if hasattr(e, "digest") and not e.symlink]
+    nfiles = len(files)
+    distinct = len({e.digest for e in files})
+    # trusted: each blob hashed once (workers=1 so a shared digest is not hashed twice at once) ...
+    r1 = materialize(catalog, lib, _fresh_target(tmp_path, 1), opts(tmp_path, workers=1))
+    assert r1.verified_blobs == distinct
+    records = list((tmp_path / "cache" / "verified").rglob("*"))
+    assert len([p for p in records if p.is_file()]) == distinct
+    assert stat.S_IMODE(os.stat(tmp_path / "cache" / "verified").st_mode) == 0o700
+    # ... and never again (a new process reads the record, not just memory)
+    r2 = materialize(catalog, lib, _fresh_target(tmp_path, 2), opts(tmp_path, workers=1))
+    assert r2.verified_blobs == 0
+    # a modified (rewritten) blob file is hashed again
+    _rel, entry = _first_blob(catalog, lib)
+    blob = lib.blob_path(entry.digest)
+    blob.write_bytes(blob.read_bytes())
+    r3 = materialize(catalog, lib, _fresh_target(tmp_path, 3), opts(tmp_path, workers=1))
+    assert r3.verified_blobs == 1
+    # a replaced blob with bad content after being trusted: caught, because the key changed
+    data = blob.read_bytes()
+    blob.write_bytes(bytes([data[0] ^ 1]) + data[1:])
+    with pytest.raises(CorruptBlob):
+        materialize(catalog, lib, _fresh_target(tmp_path, 4), opts(tmp_path, workers=1))
+    # skip never hashes (the corrupt blob goes through: that is what skip means)
+    r5 = materialize(catalog, lib, _fresh_target(tmp_path, 5), opts(tmp_path, verify=VerifyPolicy.SKIP))
+    assert r5.verified_blobs == 0
+    blob.write_bytes(data)
+    # always hashes every file, every time
+    for n in (6, 7):
+        r = materialize(catalog, lib, _fresh_target(tmp_path, n), opts(tmp_path, verify=VerifyPolicy.ALWAYS))
+        assert r.verified_blobs == nfiles
+
+
+def test_verified_store_api(tmp_path):
+    from holofs.verification import VerifiedStore
+
+    blob = tmp_path / "blob"
+    blob.write_bytes(b"x")
+    digest = "ab" * 32
+    store = VerifiedStore(tmp_path / "cache")
+    assert store.needs_check(digest, blob, VerifyPolicy.TRUSTED)
+    assert store.needs_check(digest, blob, VerifyPolicy.ALWAYS)
+    assert not store.needs_check(digest, blob, VerifyPolicy.SKIP)
+    store.mark_verified(digest, blob)
+    assert not store.needs_check(digest, blob, VerifyPolicy.TRUSTED)
+    assert store.needs_check(digest, blob, VerifyPolicy.ALWAYS)
+    # another process (fresh store) sees the record; a replaced file is checked again
+    assert not VerifiedStore(tmp_path / "cache").needs_check(digest, blob, VerifyPolicy.TRUSTED)
+    replacement = tmp_path / "new"
+    replacement.write_bytes(b"x")
+    os.replace(replacement, blob)
+    assert VerifiedStore(tmp_path / "cache").needs_check(digest, blob, VerifyPolicy.TRUSTED)
+    assert store.needs_check(digest, blob, VerifyPolicy.TRUSTED)
+    record = tmp_path / "cache" / "verified" / digest[:2] / digest
+    assert record.is_file() and stat.S_IMODE(record.stat().st_mode) == 0o600
