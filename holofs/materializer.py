@@ -295,9 +295,8 @@ def _dir_task(ctx: _Ctx, rel: str, node: DirEntry, names: list[str] | None, scan
                     elif ctx.policy == VerifyPolicy.ALWAYS and not _existing_content_ok(fd, name, entry, ctx):
                         res.problems.append(f"{label}: content modified")
                     else:
-                        if st.st_mtime_ns != MOTHER_NS or st.st_atime_ns != MOTHER_NS:
-                            if st.st_mtime_ns != MOTHER_NS:
-                                res.problems.append(f"{label}: mtime differs")
+                        if st.st_mtime_ns != MOTHER_NS:  # atime moves on every read: not compared
+                            res.problems.append(f"{label}: mtime differs")
                             if not ctx.dry_run:
                                 os.utime(name, ns=(MOTHER_NS, MOTHER_NS), dir_fd=fd, follow_symlinks=False)
                             res.times_fixed += 1
@@ -380,7 +379,7 @@ def _ensure_dirs(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], fresh: bool, probl
         if not fresh:
             try:
                 st = os.lstat(path)
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):
                 st = None
             if st is not None and stat.S_ISDIR(st.st_mode):
                 if stat.S_IMODE(st.st_mode) != DIR_MODE or st.st_mtime_ns != MOTHER_NS:
@@ -407,7 +406,7 @@ def _finish_dirs(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], force: bool) -> No
         path = f"{ctx.root}/{rel}" if rel else ctx.root
         if not force:
             st = os.lstat(path)
-            if stat.S_IMODE(st.st_mode) == DIR_MODE and st.st_mtime_ns == MOTHER_NS and st.st_atime_ns == MOTHER_NS:
+            if stat.S_IMODE(st.st_mode) == DIR_MODE and st.st_mtime_ns == MOTHER_NS:
                 continue
         os.chmod(path, DIR_MODE, follow_symlinks=False)
         os.utime(path, ns=(MOTHER_NS, MOTHER_NS), follow_symlinks=False)

@@ -1,0 +1,164 @@
+"""Reconciling an existing target like RCC: extras removed, wrong files replaced, correct
+files untouched, a journal that knows whether the tree is complete, and ``--check``.
+
+Rule (documented in docs/materialize.md): a file is kept when its type, size and permission
+bits match and the digest the previous restore recorded for that path equals the catalog's.
+Content changed in place with the same size and mode is therefore *not* detected by default
+(as in RCC); ``--verify always`` hashes existing files too and replaces them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+from test_materialize import TARGET_NAME, assert_restored, build_generated, opts, snapshot
+
+from holofs.catalog import read_catalog
+from holofs.importer import import_tree
+from holofs.materializer import check, materialize, state_path
+from holofs.verification import VerifyPolicy
+
+
+@pytest.fixture
+def restored(tmp_path):
+    tree, catalog, lib = build_generated(tmp_path, "gzip")
+    target = tmp_path / "dst" / TARGET_NAME
+    target.parent.mkdir()
+    materialize(catalog, lib, target, opts(tmp_path))
+    return tree, catalog, lib, target
+
+
+def _identities(root):
+    out = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            st = os.lstat(os.path.join(dirpath, name))
+            out[os.path.join(dirpath, name)] = (st.st_ino, st.st_ctime_ns, st.st_mtime_ns)
+    return out
+
+
+def test_intact_tree_left_alone(restored, tmp_path):
+    tree, catalog, lib, target = restored
+    before = _identities(target)
+    report = materialize(catalog, lib, target, opts(tmp_path))
+    assert report.files_written == 0 and report.removed_extras == 0 and report.times_fixed == 0
+    assert report.files_intact == len(tree.files) + len(tree.symlinks)
+    assert _identities(target) == before  # same inodes, ctimes untouched: nothing rewritten
+    assert check(catalog, lib, target, relocate_name_only=True).status == "complete"
+
+
+def test_repairs_everything(restored, tmp_path):
+    tree, catalog, lib, target = restored
+    good = snapshot(target)
+    core = "lib/python3.11/site-packages/demo/core.py"
+    launcher = "bin/python-launcher"
+    (target / "extra.txt").write_text("extra")
+    (target / "share/extra-dir/sub").mkdir(parents=True)
+    (target / "share/extra-dir/sub/f").write_text("x")
+    (target / "lib/python3.11/site-packages/demo/__pycache__").mkdir()
+    (target / "lib/python3.11/site-packages/demo/__pycache__/core.cpython-311.pyc").write_bytes(b"\0")
+    (target / "etc/left.part123x0badf00d").write_text("crashed temp")
+    (target / "empty.txt").unlink()                      # missing
+    os.chmod(target / launcher, 0o600)                   # wrong mode
+    (target / core).write_text("short")                  # wrong size
+    os.unlink(target / "bin/python3")                    # symlink retargeted
+    os.symlink("elsewhere", target / "bin/python3")
+    shutil.rmtree(target / "share/deep")                 # a dir replaced by a file
+    (target / "share/deep").write_text("not a dir")
+    os.unlink(target / "etc/only-identity")              # a file replaced by a dir
+    (target / "etc/only-identity").mkdir()
+    os.utime(target / "etc/starts-with-identity", (1, 1))  # wrong mtime only
+    status = check(catalog, lib, target, relocate_name_only=True)
+    assert status.status == "modified"
+    for needle in ("extra.txt: extra", "empty.txt: missing", f"{launcher}: mode", f"{core}: size", "share/deep/"):
+        assert any(needle in p for p in status.problems), (needle, status.problems)
+    untouched = tree.duplicates[0]
+    ino = os.stat(target / untouched).st_ino
+    report = materialize(catalog, lib, target, opts(tmp_path))
+    assert snapshot(target) == good
+    assert_restored(catalog, lib, target)
+    assert report.removed_extras == 4 and report.times_fixed == 1
+    assert os.stat(target / untouched).st_ino == ino
+    assert check(catalog, lib, target, relocate_name_only=True).status == "complete"
+
+
+def test_same_size_modification_rule(restored, tmp_path, holofs_cli):
+    tree, catalog, lib, target = restored
+    rel = tree.duplicates[0]
+    original = (target / rel).read_bytes()
+    st = os.stat(target / rel)
+    (target / rel).write_bytes(b"X" * len(original))
+    os.utime(target / rel, ns=(st.st_atime_ns, st.st_mtime_ns))
+    # Default (trusted): same name, size, mode and recorded digest -> kept, as RCC does.
+    assert check(catalog, lib, target, relocate_name_only=True).status == "complete"
+    materialize(catalog, lib, target, opts(tmp_path))
+    assert (target / rel).read_bytes() == b"X" * len(original)
+    # --verify always hashes existing files (identity put back at the offsets) and repairs.
+    proc = holofs_cli("materialize", "--check", "--verify", "always", "--relocate-name-only", catalog.source, target)
+    assert proc.returncode == 1 and "modified" in proc.stdout and rel in proc.stdout
+    report = materialize(catalog, lib, target, opts(tmp_path, verify=VerifyPolicy.ALWAYS))
+    assert report.files_written == 1
+    assert (target / rel).read_bytes() == original
+    # Files carrying rewrites are recognised as intact under --verify always too.
+    assert materialize(catalog, lib, target, opts(tmp_path, verify=VerifyPolicy.ALWAYS)).files_written == 0
+
+
+def test_changed_digest_replaced(restored, tmp_path):
+    """A new catalog whose file has the same size and mode but another digest: replaced."""
+    tree, catalog, lib, target = restored
+    rel = "lib/python3.11/site-packages/demo/__init__.py"
+    src = tree.root / rel
+    data = src.read_bytes()
+    src.write_bytes(data.replace(b"1.0", b"2.0"))
+    new_catalog = read_catalog(import_tree(tree.root, lib.root, workers=2).catalog_path)
+    assert new_catalog.blueprint != catalog.blueprint
+    ino = os.stat(target / tree.duplicates[0]).st_ino
+    report = materialize(new_catalog, lib, target, opts(tmp_path))
+    assert report.files_written == 1
+    assert (target / rel).read_bytes() == data.replace(b"1.0", b"2.0")
+    assert os.stat(target / tree.duplicates[0]).st_ino == ino
+    assert_restored(new_catalog, lib, target)
+    # And back again.
+    assert materialize(catalog, lib, target, opts(tmp_path)).files_written == 1
+    assert (target / rel).read_bytes() == data
+
+
+def test_journal_and_check_cli(restored, tmp_path, holofs_cli):
+    tree, catalog, lib, target = restored
+    args = ("materialize", "--check", "--relocate-name-only", catalog.source, target)
+    proc = holofs_cli(*args, "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["status"] == "complete"
+    # An interrupted restore (a corrupt blob half way) leaves the journal incomplete.
+    rel = "lib/python3.11/site-packages/demo/core.py"
+    os.unlink(target / rel)
+    entry = catalog.tree.subdirs["lib"].subdirs["python3.11"].subdirs["site-packages"].subdirs["demo"].files["core.py"]
+    blob = lib.blob_path(entry.digest)
+    good_blob = blob.read_bytes()
+    blob.write_bytes(good_blob[:20])
+    assert holofs_cli("materialize", "--relocate-name-only", catalog.source, target).returncode != 0
+    with open(state_path(str(target)), "rb") as f:
+        header = json.loads(f.readline())
+    assert header["complete"] is False
+    proc = holofs_cli(*args)
+    assert proc.returncode == 1 and proc.stdout.startswith("incomplete")
+    blob.write_bytes(good_blob)
+    holofs_cli("materialize", "--relocate-name-only", catalog.source, target, check=True)
+    assert holofs_cli(*args).returncode == 0
+    assert_restored(catalog, lib, target)
+    # Missing target and missing state.
+    os.unlink(state_path(str(target)))
+    assert holofs_cli(*args).stdout.startswith("incomplete")
+    proc = holofs_cli("materialize", "--check", "--relocate-name-only", catalog.source, target.parent / ("z" * len(TARGET_NAME)))
+    assert proc.returncode == 1 and proc.stdout.startswith("incomplete")
+
+
+def test_unknown_existing_tree_is_rewritten(tmp_path):
+    """No state file (a tree holofs did not make): digests unknown, so every file is replaced."""
+    tree, catalog, lib = build_generated(tmp_path, "gzip")
+    target = tmp_path / "dst" / TARGET_NAME
+    shutil.copytree(tree.root, target, symlinks=True)
+    report = materialize(catalog, lib, target, opts(tmp_path))
+    assert report.files_written == len(tree.files) and report.removed_extras > 0
+    assert_restored(catalog, lib, target)
