@@ -286,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=3, help="timed runs per operation; the median is reported")
     ap.add_argument("--fs", default="ext4,xfs,btrfs", help="comma-separated filesystems (ext4,xfs,btrfs)")
     ap.add_argument("--libs", default=",".join(ENCODINGS), help="hololib encodings to materialize from")
-    ap.add_argument("--verify", default="always,trusted,skip", help="--verify modes to time (if supported)")
+    ap.add_argument("--verify", default="trusted,always,skip",
+                    help="--verify modes to time (if supported); the first is used for the issue-target table")
     ap.add_argument("--strategy", default="", help="pass --strategy to holofs materialize (default: its own)")
     ap.add_argument("--no-relocate-name-only", dest="relocate_name_only", action="store_false",
                     help="do not pass --relocate-name-only (targets live on the loop fs, not in the recorded "
