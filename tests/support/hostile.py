@@ -294,21 +294,22 @@ def size_negative(w: World) -> str:
     return "README"
 
 
-def _mode(bits: int) -> Callable[[World], str]:
+def _mode(name: str, bits: int) -> Callable[[World], str]:
     def mutate(w: World) -> str:
         w.entry("README").mode = bits | 0o644
         return "README"
 
+    mutate.__name__ = name
     return mutate
 
 
-mode_block_device = _mode(GO_DEVICE)
-mode_char_device = _mode(GO_DEVICE | GO_CHAR_DEVICE)
-mode_pipe = _mode(GO_NAMED_PIPE)
-mode_socket = _mode(GO_SOCKET)
-mode_irregular = _mode(GO_IRREGULAR)
-mode_file_is_dir = _mode(GO_DIR)
-mode_unknown_bits = _mode(1 << 35)
+mode_block_device = _mode("mode_block_device", GO_DEVICE)
+mode_char_device = _mode("mode_char_device", GO_DEVICE | GO_CHAR_DEVICE)
+mode_pipe = _mode("mode_pipe", GO_NAMED_PIPE)
+mode_socket = _mode("mode_socket", GO_SOCKET)
+mode_irregular = _mode("mode_irregular", GO_IRREGULAR)
+mode_file_is_dir = _mode("mode_file_is_dir", GO_DIR)
+mode_unknown_bits = _mode("mode_unknown_bits", 1 << 35)
 
 
 def mode_dir_not_dir(w: World) -> str:
@@ -352,6 +353,7 @@ VALIDATION_MUTATIONS: dict[str, Callable[[World], str]] = {
     )
 }
 """Catalog mutations that validation must reject before anything is written."""
+assert len(VALIDATION_MUTATIONS) == 30
 
 READER_REJECTS = {"key_differs"}
 """Mutations the catalog reader itself refuses (the written JSON cannot be read back)."""
