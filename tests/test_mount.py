@@ -54,6 +54,12 @@ def test_rcc_fixture_mount_equals_restore(rcc_catalog: Path, tmp_path: Path) -> 
         assert st.st_mode & 0o777 == 0o750 and st.st_uid == os.getuid()
         expected = expected_snapshot(read_catalog(rcc_catalog), Hololib.of_catalog(rcc_catalog), RCC_TARGET)
         assert diff_snapshots(actual, expected) == []
+        restored = tmp_path / "restore" / RCC_TARGET
+        restored.parent.mkdir()
+        proc = run_holofs("materialize", rcc_catalog, restored, "--relocate-name-only",
+                          env={"HOLOFS_CACHE": os.fspath(tmp_path / "mcache")})
+        assert proc.returncode == 0, proc.stderr
+        assert diff_snapshots(actual, snapshot(restored)) == []
         out = subprocess.run(["grep", "-c", RCC_TARGET, m.mountpoint / "rcc_activate.sh"], capture_output=True,
                              text=True)
         assert out.stdout.strip() == "1"
@@ -76,12 +82,13 @@ def test_env_tree_mount_equals_restore(env_catalog, tmp_path: Path) -> None:
         for rel in tree.shadow_files:
             assert rel not in actual
         assert not any(name in actual for name in tree.ignored)
-        # and, where holofs materialize exists, byte for byte against it
-        if (Path(__file__).parents[1] / "holofs" / "cli" / "cmd_materialize.py").exists():
-            restored = tmp_path / "restore" / OTHER_ID
-            proc = run_holofs("materialize", catalog_path, restored, "--relocate-name-only")
-            if proc.returncode == 0:
-                assert diff_snapshots(actual, snapshot(restored)) == []
+        # and byte for byte against holofs materialize
+        restored = tmp_path / "restore" / OTHER_ID
+        restored.parent.mkdir()
+        proc = run_holofs("materialize", catalog_path, restored, "--relocate-name-only",
+                          env={"HOLOFS_CACHE": os.fspath(tmp_path / "mcache")})
+        assert proc.returncode == 0, proc.stderr
+        assert diff_snapshots(actual, snapshot(restored)) == []
 
 
 def test_mount_is_read_only(rcc_catalog: Path, tmp_path: Path) -> None:

@@ -78,9 +78,10 @@ def force_unmount(path: str | os.PathLike[str]) -> None:
         subprocess.run(["fusermount3", *args, os.fspath(path)], capture_output=True)
 
 
-def run_holofs(*args: str | os.PathLike[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_holofs(*args: str | os.PathLike[str], timeout: float = 120,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "holofs", *map(os.fspath, args)],
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
 @dataclass
