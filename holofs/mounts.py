@@ -30,6 +30,7 @@ from .errors import Busy, HolofsError, NotFound, UsageError
 log = logging.getLogger("holofs.mounts")
 
 FS_TYPE = "fuse.holofs"
+OVERLAY_FS_TYPES = ("overlay", "fuse.fuse-overlayfs")
 READY_TIMEOUT = 60.0
 
 
@@ -42,6 +43,8 @@ class MountOptions:
     verify: str = "trusted"
     allow_other: bool = False
     relocate_name_only: bool = False
+    read_only: bool = False
+    upper: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +97,9 @@ def find_mount(mountpoint: str | os.PathLike[str]) -> MountInfo | None:
 
 
 def is_holofs_mount(mountpoint: str | os.PathLike[str]) -> bool:
+    """True for a holofs FUSE mount or the writable overlay holofs puts over one."""
     info = find_mount(mountpoint)
-    return info is not None and info.fstype == FS_TYPE
+    return info is not None and (info.fstype == FS_TYPE or (info.fstype in OVERLAY_FS_TYPES and info.source == "holofs"))
 
 
 def runtime_dir(cache_root: Path, mountpoint: str) -> Path:
@@ -171,29 +175,91 @@ def serve_foreground(opts: MountOptions, *, on_ready: Any = None) -> None:
 
     from .frontends.fuse import FuseMount
 
-    mount = FuseMount(tree, mountpoint, allow_other=opts.allow_other, on_stats=dump_stats)
+    layer = None if opts.read_only else _layer_for(opts, cache.root, mountpoint)
+    fuse_point = mountpoint
+    if layer is not None:
+        from .frontends.overlay import available_backend
+
+        backend = available_backend()
+        if backend is None:
+            raise HolofsError("a writable mount needs kernel overlayfs (as root) or fuse-overlayfs; "
+                              "install fuse-overlayfs, or mount with --read-only")
+        fuse_point = os.fspath(rundir / "lower")
+        with contextlib.suppress(OSError):
+            os.rmdir(fuse_point)  # a leftover from a killed daemon (stale mounts are cleaned by umount)
+        os.makedirs(fuse_point, mode=0o700, exist_ok=True)
+    mount = FuseMount(tree, fuse_point, allow_other=opts.allow_other, on_stats=dump_stats)
     try:
         mount.__enter__()
     except RuntimeError as exc:
         raise HolofsError(f"cannot mount {mountpoint}: {exc} (see the messages above)") from None
+    overlay_up = False
     try:
-        _write_json(rundir / "mount.json", {
+        record = {
             "pid": os.getpid(), "mountpoint": mountpoint, "catalog": os.fspath(catalog.source or opts.catalog),
             "hololib": os.fspath(lib.root), "cache": os.fspath(cache.root), "identity": catalog.identity,
             "target_identity": relocation.target.decode(), "files": len(tree), "log": os.fspath(rundir / "holofs.log"),
-            "started": time.time(),
-        })
-        log.info("mounted %s at %s (%d inodes)", catalog.source, mountpoint, len(tree))
-        if on_ready is not None:
-            on_ready(mountpoint, rundir)
-        trio.run(mount.serve)
+            "started": time.time(), "verify": opts.verify, "allow_other": opts.allow_other,
+            "relocate_name_only": opts.relocate_name_only, "writable": layer is not None,
+            "lower": fuse_point if layer is not None else None,
+            "upper": os.fspath(layer.root) if layer is not None else None,
+        }
+
+        async def main() -> None:
+            nonlocal overlay_up
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(mount.serve)
+                if layer is not None:
+                    # The kernel looks the lower tree up while mounting: serve FUSE meanwhile.
+                    await trio.to_thread.run_sync(_mount_layer, fuse_point, layer, mountpoint, catalog)
+                    overlay_up = True
+                _write_json(rundir / "mount.json", record)
+                log.info("mounted %s at %s (%d inodes, %s)", catalog.source, mountpoint, len(tree),
+                         "writable" if layer is not None else "read-only")
+                if on_ready is not None:
+                    on_ready(mountpoint, rundir)
+
+        trio.run(main)
     finally:
         try:
-            mount.__exit__(None, None, None)
+            if overlay_up and is_holofs_mount(mountpoint):
+                _unmount_layer(mountpoint)
         finally:
-            dump_stats()
-            (rundir / "mount.json").unlink(missing_ok=True)
-            log.info("unmounted %s", mountpoint)
+            try:
+                mount.__exit__(None, None, None)
+            finally:
+                dump_stats()
+                (rundir / "mount.json").unlink(missing_ok=True)
+                log.info("unmounted %s", mountpoint)
+
+
+def _layer_for(opts: MountOptions, cache_root: Path, mountpoint: str) -> Any:
+    from .upper import LayerDirs, layer_dirs_for
+
+    return LayerDirs(Path(opts.upper).absolute()) if opts.upper else layer_dirs_for(mountpoint, cache_root)
+
+
+def _mount_layer(lower: str, layer: Any, mountpoint: str, catalog: Any) -> None:
+    from .frontends.overlay import available_backend, mount_overlay
+    from .upper import write_layer_record
+
+    fresh = not layer.upper.exists()
+    layer.create()
+    if fresh:
+        os.chmod(layer.upper, os.stat(lower).st_mode & 0o7777)  # the root looks like the catalog's
+    write_layer_record(layer, catalog, mountpoint)
+    mount_overlay(Path(lower), layer, Path(mountpoint), available_backend() or "")
+
+
+def _unmount_layer(mountpoint: str) -> None:
+    from .frontends.overlay import OverlayError, unmount_overlay
+
+    info = find_mount(mountpoint)
+    backend = "fuse-overlayfs" if info is not None and info.fstype == "fuse.fuse-overlayfs" else "overlayfs"
+    try:
+        unmount_overlay(Path(mountpoint), backend)
+    except OverlayError:
+        unmount_overlay(Path(mountpoint), backend, lazy=True)
 
 
 def _daemon_log_path(opts: MountOptions) -> Path:
@@ -314,27 +380,38 @@ def _daemon_main(opts: MountOptions, ready_fd: int, log_path: Path) -> None:
 
 def unmount(mountpoint: str | os.PathLike[str], *, cache: str | os.PathLike[str] | None = None,
             timeout: float = 30.0) -> dict[str, Any]:
-    """Unmount a holofs mount (also a stale one whose daemon died); wait for its daemon."""
+    """Unmount a holofs mount (also a stale one whose daemon died); wait for its daemon.
+
+    A writable mount is an overlay over a hidden FUSE mount: the overlay goes first."""
     from .paths import default_cache_dir
 
     path = os.path.abspath(os.fspath(mountpoint))
     info = find_mount(path)
     if info is None:
         raise NotFound(f"{path} is not mounted")
-    if info.fstype != FS_TYPE:
+    if not is_holofs_mount(path):
         raise UsageError(f"{path} is not a holofs mount (it is {info.fstype})")
     cache_root = Path(cache if cache is not None else default_cache_dir()).absolute()
     record = read_record(cache_root, path)
-    tool = shutil.which("fusermount3") or shutil.which("fusermount")
-    if tool is None:
-        raise HolofsError("fusermount3 not found: install fuse3")
-    proc = subprocess.run([tool, "-u", path], capture_output=True, text=True)
     lazy = False
-    if proc.returncode != 0 and find_mount(path) is not None:
-        lazy = True
-        proc2 = subprocess.run([tool, "-u", "-z", path], capture_output=True, text=True)
-        if proc2.returncode != 0 and find_mount(path) is not None:
-            raise Busy(f"cannot unmount {path}: {proc.stderr.strip() or proc2.stderr.strip()}")
+    fuse_point = path
+    if info.fstype in OVERLAY_FS_TYPES:
+        from .frontends.overlay import OverlayError, unmount_overlay
+
+        backend = "fuse-overlayfs" if info.fstype == "fuse.fuse-overlayfs" else "overlayfs"
+        try:
+            unmount_overlay(Path(path), backend)
+        except OverlayError:
+            lazy = True
+            try:
+                unmount_overlay(Path(path), backend, lazy=True)
+            except OverlayError as exc:
+                raise Busy(str(exc)) from None
+        fuse_point = os.fspath(runtime_dir(cache_root, path) / "lower")
+        if record and record.get("lower"):
+            fuse_point = record["lower"]
+    if find_mount(fuse_point) is not None:
+        lazy = _fusermount(fuse_point) or lazy
     pid = record.get("pid") if record else None
     if isinstance(pid, int):
         deadline = time.monotonic() + timeout
@@ -343,6 +420,20 @@ def unmount(mountpoint: str | os.PathLike[str], *, cache: str | os.PathLike[str]
         if not _alive(pid) or lazy:
             (runtime_dir(cache_root, path) / "mount.json").unlink(missing_ok=True)
     return {"mountpoint": path, "lazy": lazy, "pid": pid}
+
+
+def _fusermount(path: str) -> bool:
+    """fusermount3 -u (then -uz); True if it had to be lazy."""
+    tool = shutil.which("fusermount3") or shutil.which("fusermount")
+    if tool is None:
+        raise HolofsError("fusermount3 not found: install fuse3")
+    proc = subprocess.run([tool, "-u", path], capture_output=True, text=True)
+    if proc.returncode == 0 or find_mount(path) is None:
+        return False
+    proc2 = subprocess.run([tool, "-u", "-z", path], capture_output=True, text=True)
+    if proc2.returncode != 0 and find_mount(path) is not None:
+        raise Busy(f"cannot unmount {path}: {proc.stderr.strip() or proc2.stderr.strip()}")
+    return True
 
 
 def _alive(pid: int) -> bool:

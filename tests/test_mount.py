@@ -91,9 +91,9 @@ def test_env_tree_mount_equals_restore(env_catalog, tmp_path: Path) -> None:
         assert diff_snapshots(actual, snapshot(restored)) == []
 
 
-def test_mount_is_read_only(rcc_catalog: Path, tmp_path: Path) -> None:
+def test_read_only_mount_refuses_writes(rcc_catalog: Path, tmp_path: Path) -> None:
     with mounted(rcc_catalog, tmp_path / "base" / RCC_TARGET, cache=tmp_path / "cache",
-                 args=("--relocate-name-only",)) as m:
+                 args=("--relocate-name-only", "--read-only")) as m:
         for attempt in (
             lambda: os.open(m.mountpoint / "identity.yaml", os.O_RDWR),
             lambda: os.open(m.mountpoint / "new.txt", os.O_WRONLY | os.O_CREAT, 0o644),

@@ -23,19 +23,26 @@ def register(group: click.Group) -> None:
 @click.option("--allow-other", is_flag=True, help="Let other users access the mount (needs user_allow_other).")
 @click.option("--relocate-name-only", is_flag=True,
               help="Allow a mount point outside the recorded base directory (only the name is rewritten).")
+@click.option("--read-only", is_flag=True, help="No writable layer: every write fails with EROFS.")
+@click.option("--upper", type=click.Path(path_type=str), default=None,
+              help="Directory of the writable layer (default: under the cache, keyed by the mount point).")
 @click.option("--json", "as_json", is_flag=True, help="Print the mount's details as JSON once ready.")
 def mount_cmd(catalog: str, directory: str | None, hololib: str | None, foreground: bool, cache: str | None,
-              verify: str, allow_other: bool, relocate_name_only: bool, as_json: bool) -> None:
-    """Mount CATALOG read-only at DIRECTORY (default: the path it was recorded at).
+              verify: str, allow_other: bool, relocate_name_only: bool, read_only: bool, upper: str | None,
+              as_json: bool) -> None:
+    """Mount CATALOG at DIRECTORY (default: the path it was recorded at).
 
     Files are materialized into the cache on first open, with relocation applied, and
-    served from there. Without -f the command returns once the mount is ready and a
-    daemon keeps serving it; `holofs umount DIRECTORY` ends it."""
+    served from there. Changes (bytecode, pip installs, edits, deletions) go to a writable
+    layer that survives remounts (`holofs status`, `holofs reset`); --read-only turns it off.
+    Without -f the command returns once the mount is ready and a daemon keeps serving it;
+    `holofs umount DIRECTORY` ends it."""
     from ..mounts import MountOptions, mount_daemon, serve_foreground
     from .output import emit_json
 
     opts = MountOptions(catalog=catalog, mountpoint=directory, hololib=hololib, cache=cache, verify=verify,
-                        allow_other=allow_other, relocate_name_only=relocate_name_only)
+                        allow_other=allow_other, relocate_name_only=relocate_name_only,
+                        read_only=read_only, upper=upper)
     if foreground:
         def on_ready(mountpoint: str, rundir: object) -> None:
             if as_json:

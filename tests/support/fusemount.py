@@ -71,11 +71,12 @@ def pid_alive(pid: int) -> bool:
 
 
 def force_unmount(path: str | os.PathLike[str]) -> None:
-    """Unmount whatever is mounted at ``path`` (normal, then lazy); never raises."""
-    for args in (["-u"], ["-u", "-z"]):
+    """Unmount whatever is mounted at ``path`` (FUSE or a writable overlay; normal, then
+    lazy); never raises."""
+    for cmd in (["fusermount3", "-u"], ["umount"], ["fusermount3", "-u", "-z"], ["umount", "-l"]):
         if not is_mounted(path):
             return
-        subprocess.run(["fusermount3", *args, os.fspath(path)], capture_output=True)
+        subprocess.run([*cmd, os.fspath(path)], capture_output=True)
 
 
 def run_holofs(*args: str | os.PathLike[str], timeout: float = 120,
@@ -133,12 +134,15 @@ def mounted(catalog: str | os.PathLike[str], mountpoint: str | os.PathLike[str] 
         wait_for(lambda: is_mounted(where), 30, f"mount at {where}")
         yield Mounted(where, Path(cache), pid, Path(info["runtime_dir"]), Path(info["log"]))
     finally:
+        lower = Path(info["runtime_dir"]) / "lower"  # the hidden FUSE mount under a writable overlay
         force_unmount(where)
+        force_unmount(lower)
         try:
             wait_for(lambda: not pid_alive(pid), 30, f"daemon {pid} to exit")
         except AssertionError:
             os.kill(pid, signal.SIGKILL)
             force_unmount(where)
+            force_unmount(lower)
 
 
 # -- tree snapshots ---------------------------------------------------------------------------
