@@ -209,9 +209,11 @@ def read_catalog(path: str | os.PathLike[str]) -> Catalog:
         raise CatalogError(f"{path} is not a catalog: truncated or corrupt gzip ({exc})") from None
     try:
         obj = json.loads(text)
+        catalog = catalog_from_json(obj)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CatalogError(f"{path} is not a catalog: invalid JSON ({exc})") from None
-    catalog = catalog_from_json(obj)
+    except RecursionError:
+        raise CatalogError(f"{path}: the directory tree is nested too deeply") from None
     catalog.source = path
     return catalog
 

@@ -127,7 +127,10 @@ def _prepare(opts: MountOptions) -> tuple[Any, Any, str]:
     """Load the catalog and plan the mount: (catalog, hololib, absolute mountpoint)."""
     from .library import resolve_catalog
 
+    from .validate import validate_catalog
+
     catalog, lib = resolve_catalog(opts.catalog, opts.hololib)
+    validate_catalog(catalog)
     mountpoint = os.path.abspath(opts.mountpoint or catalog.path)
     return catalog, lib, mountpoint
 
