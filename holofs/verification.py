@@ -20,6 +20,8 @@ from pathlib import Path
 
 from .fsutil import part_name
 
+_READ = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOATIME", 0)
+
 
 class VerifyPolicy(StrEnum):
     ALWAYS = "always"
@@ -51,12 +53,23 @@ class VerifiedStore:
         key = blob_key(digest, st)
         if self._memo.get(digest) == key:
             return True
+        path = self._record_path(digest)
         try:
-            with open(self._record_path(digest), encoding="ascii") as f:
-                stored = f.read(512)
-        except (OSError, UnicodeDecodeError):
+            fd = os.open(path, _READ)
+        except PermissionError:  # O_NOATIME on a record someone else owns
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return False
+        except OSError:
             return False
-        if stored == key:
+        try:
+            stored = os.read(fd, 512)
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+        if stored == key.encode("ascii"):
             with self._lock:
                 self._memo[digest] = key
             return True
