@@ -41,6 +41,12 @@ class LibraryError(HolofsError):
     errno = _errno.EIO
 
 
+class MissingBlob(LibraryError):
+    """A blob the catalog needs is not in the library (a broken hololib: EIO, not ENOENT)."""
+
+    errno = _errno.EIO
+
+
 class CorruptBlob(LibraryError):
     """A blob's content does not hash to its digest, or decodes to the wrong size."""
 

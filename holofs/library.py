@@ -19,7 +19,7 @@ from typing import BinaryIO
 import zstandard
 
 from .catalog import Catalog, catalog_name, read_catalog
-from .errors import CorruptBlob, LibraryError, NotFound, UsageError
+from .errors import CorruptBlob, LibraryError, MissingBlob, NotFound, UsageError
 from .fsutil import part_name, raise_for_disk
 
 GZIP = "gzip"
@@ -180,7 +180,7 @@ class Hololib:
                 head = f.read(4)
                 stored = os.fstat(f.fileno()).st_size
         except FileNotFoundError:
-            raise NotFound(f"blob {digest} is missing from {self.library_dir}") from None
+            raise MissingBlob(f"blob {digest} is missing from {self.library_dir}") from None
         return detect_encoding(head, stored, expected_size)
 
     def open_raw(self, digest: str) -> BinaryIO:
@@ -188,7 +188,7 @@ class Hololib:
         try:
             return open(self.blob_path(digest), "rb")  # noqa: SIM115 - caller closes
         except FileNotFoundError:
-            raise NotFound(f"blob {digest} is missing from {self.library_dir}") from None
+            raise MissingBlob(f"blob {digest} is missing from {self.library_dir}") from None
 
     def open_blob(self, digest: str, expected_size: int | None = None) -> tuple[BinaryIO, str]:
         """A stream of the blob's original content and the encoding it was stored in."""

@@ -126,7 +126,6 @@ def _write_json(path: Path, obj: Any) -> None:
 def _prepare(opts: MountOptions) -> tuple[Any, Any, str]:
     """Load the catalog and plan the mount: (catalog, hololib, absolute mountpoint)."""
     from .library import resolve_catalog
-
     from .validate import validate_catalog
 
     catalog, lib = resolve_catalog(opts.catalog, opts.hololib)

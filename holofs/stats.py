@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 from .catalog import Catalog, DirEntry, iter_dirs
 from .digest import is_valid_digest
-from .errors import NotFound
+from .errors import MissingBlob
 from .library import GZIP, RAW, ZSTD, Hololib
 
 
@@ -87,7 +87,7 @@ def library_breakdown(stats: CatalogStats, lib: Hololib, *, workers: int = 16) -
             return "missing"
         try:
             enc = lib.encoding(digest, size)
-        except NotFound:
+        except MissingBlob:
             return "missing"
         return "raw" if enc == RAW else enc
 

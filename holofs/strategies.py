@@ -43,7 +43,7 @@ import zstandard
 
 from .catalog import FileEntry
 from .digest import SIPHASH128, algorithm_of, new_hasher, siphash128
-from .errors import CatalogError, CorruptBlob, NotFound
+from .errors import CatalogError, CorruptBlob, MissingBlob
 from .fsutil import raise_for_disk
 from .library import GZIP_MAGIC, ZSTD_MAGIC, Hololib
 from .relocation import Relocation
@@ -342,7 +342,7 @@ def produce_file(
     try:
         src = os.open(blob, _OPEN_BLOB)
     except FileNotFoundError:
-        raise NotFound(f"{label}: blob {digest} is missing from {lib_dir}") from None
+        raise MissingBlob(f"{label}: blob {digest} is missing from {lib_dir}") from None
     try:
         st = os.fstat(src)
         if verified_store is not None and policy is not None:

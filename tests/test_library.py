@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import io
@@ -12,7 +13,7 @@ import pytest
 
 from holofs.catalog import iter_files, read_catalog
 from holofs.digest import hasher_for, siphash128
-from holofs.errors import CorruptBlob, LibraryError, NotFound, UsageError
+from holofs.errors import CorruptBlob, LibraryError, MissingBlob, NotFound, UsageError
 from holofs.library import GZIP, RAW, ZSTD, Hololib, blob_relpath, detect_encoding, resolve_catalog
 
 
@@ -80,9 +81,10 @@ def test_detect_encoding_by_magic() -> None:
 def test_corrupt_and_missing_blobs(tmp_path: Path) -> None:
     lib = Hololib.create(tmp_path / "lib")
     digest = "ab" * 32
-    with pytest.raises(NotFound):
+    with pytest.raises(MissingBlob) as missing:
         lib.read_blob(digest)
-    with pytest.raises(NotFound):
+    assert missing.value.errno == errno.EIO  # a broken library, not a missing path
+    with pytest.raises(MissingBlob):
         lib.encoding(digest)
     path = lib.blob_path(digest)
     path.parent.mkdir(parents=True)
