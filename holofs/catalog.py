@@ -129,6 +129,29 @@ def _expect(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where:
 
 
 def _file_from_json(obj: Any, key: str, where: str) -> FileEntry:
+    # Fast path for well-formed entries (catalog load time is mount-ready time);
+    # anything unusual goes through the checked path below for a precise error.
+    if type(obj) is dict:
+        name = obj.get("name")
+        size = obj.get("size")
+        mode = obj.get("mode")
+        digest = obj.get("digest")
+        rewrite = obj.get("rewrite")
+        symlink = obj.get("symlink", "")
+        if (
+            name == key
+            and type(name) is str
+            and type(size) is int
+            and type(mode) is int
+            and type(digest) is str
+            and type(symlink) is str
+            and (rewrite == [] or (type(rewrite) is list and all(type(x) is int for x in rewrite)))
+        ):
+            return FileEntry(name, size, mode, digest, rewrite, symlink)
+    return _file_from_json_checked(obj, key, where)
+
+
+def _file_from_json_checked(obj: Any, key: str, where: str) -> FileEntry:
     if not isinstance(obj, dict):
         raise CatalogError(f"catalog entry {where!r}: expected an object")
     name = _expect(obj, "name", str, where)
