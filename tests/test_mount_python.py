@@ -5,41 +5,25 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from support.fusemount import mounted, requires_fuse, run_holofs
-
-from holofs.library import Hololib
+from support.fusemount import mounted, requires_fuse
+from support.venvs import MOUNT_ID, VENV_ID, build_venv_catalog, python_env
 
 pytestmark = [requires_fuse, pytest.mark.fuse]
 
-VENV_ID = "hvenv00_0123456789abcdeft"
-MOUNT_ID = "hvenv00_0123456789abcdefu"  # same length, same base directory
 
-
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def venv_catalog(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A venv with markupsafe (C extension) built once per session, imported: (catalog, base)."""
-    base = tmp_path_factory.mktemp("venvbase")
-    venv = base / VENV_ID
-    subprocess.run([sys.executable, "-m", "venv", os.fspath(venv)], check=True, capture_output=True)
-    pip = subprocess.run([venv / "bin" / "python", "-m", "pip", "install", "--disable-pip-version-check",
-                          "--no-cache-dir", "--only-binary", ":all:", "markupsafe"], capture_output=True, text=True)
-    if pip.returncode != 0:
-        pytest.fail(f"pip install markupsafe failed (PyPI must be reachable):\n{pip.stderr[-2000:]}")
-    proc = run_holofs("import", venv, "--hololib", base / "hololib", "--json", "--no-progress", timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    catalogs = Hololib.open(base / "hololib").catalog_paths()
-    assert len(catalogs) == 1
-    return catalogs[0], base
+    """The session's venv with markupsafe, imported: (catalog, base)."""
+    return build_venv_catalog(tmp_path_factory)
 
 
 def test_mounted_venv_runs_with_c_extension_and_pip(venv_catalog: tuple[Path, Path], tmp_path: Path) -> None:
     catalog, base = venv_catalog
     target = base / MOUNT_ID
-    with mounted(catalog, target, cache=tmp_path / "cache") as m:
+    with mounted(catalog, target, cache=tmp_path / "cache", args=("--read-only",)) as m:
         python = m.mountpoint / "bin" / "python"
         # bin/python is the venv's symlink to the base interpreter, recorded verbatim
         assert os.readlink(python) == os.readlink(base / VENV_ID / "bin" / "python")
@@ -48,7 +32,7 @@ def test_mounted_venv_runs_with_c_extension_and_pip(venv_catalog: tuple[Path, Pa
                 "print(json.dumps({'prefix': sys.prefix, 'ext': _speedups.__file__,"
                 " 'escaped': str(markupsafe.escape('<a&b>'))}))")
         run = subprocess.run([python, "-c", code], capture_output=True, text=True, cwd=tmp_path,
-                             env={**os.environ, "PYTHONNOUSERSITE": "1"})
+                             env=python_env())
         assert run.returncode == 0, run.stderr
         out = json.loads(run.stdout)
         assert out["prefix"] == os.fspath(target)
@@ -58,10 +42,10 @@ def test_mounted_venv_runs_with_c_extension_and_pip(venv_catalog: tuple[Path, Pa
         shebang = (m.mountpoint / "bin" / "pip").read_bytes().split(b"\n", 1)[0]
         assert shebang.startswith(b"#!" + os.fsencode(target / "bin" / "python")), shebang
         pip = subprocess.run([m.mountpoint / "bin" / "pip", "list", "--disable-pip-version-check"],
-                             capture_output=True, text=True, cwd=tmp_path)
+                             capture_output=True, text=True, cwd=tmp_path, env=python_env())
         assert pip.returncode == 0, pip.stderr
         assert any(line.split()[:1] == ["MarkupSafe"] for line in pip.stdout.splitlines())
-        # the read-only mount kept Python from writing bytecode, and nothing else broke
+        # bytecode writing was on (python_env): the read-only mount refused it, and nothing else broke
         assert not list(m.mountpoint.rglob("__pycache__"))
         stats = m.stats()
         assert stats["fills"] > 0 and set(stats["per_key"].values()) == {1}
