@@ -61,6 +61,7 @@ MODES = ("auto", "reflink", "copy", "hardlink")
 
 FICLONE = 0x40049409
 CHUNK = 1 << 20
+SMALL = 1 << 20
 _UNSUPPORTED = {
     errno.EXDEV, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOTTY, errno.ENOSYS,
     errno.EPERM, errno.EBADF, errno.ETXTBSY,
@@ -351,10 +352,15 @@ def produce_file(
         ident = relocation.target if rewrites else b""
         if rewrites:
             _check_rewrites(entry, len(ident), label)
+        whole = b""
         if st.st_size == entry.size:
             encoding = "raw"
         else:
-            head = os.pread(src, 4, 0)
+            if st.st_size <= SMALL:  # one read serves detection and decoding
+                whole = _read_all(src, st.st_size)
+                head = whole[:4]
+            else:
+                head = os.pread(src, 4, 0)
             if head.startswith(GZIP_MAGIC):
                 encoding = "gzip"
             elif head.startswith(ZSTD_MAGIC):
@@ -392,8 +398,10 @@ def produce_file(
             if encoding == "raw" and st.st_size == entry.size:
                 strategy = _produce_raw(src, dst, entry, st, linker, verify, rewrites, ident, label, target_dev)
             else:
-                strategy = _produce_stream(src, dst, entry, encoding, verify, rewrites, ident, label,
-                                           DECOMPRESS if encoding != "raw" else COPY)
+                strategy = DECOMPRESS if encoding != "raw" else COPY
+                if not whole or not _produce_small(whole, dst, entry, encoding, verify, rewrites, ident, label):
+                    os.lseek(src, 0, os.SEEK_SET)
+                    _produce_stream(src, dst, entry, encoding, verify, rewrites, ident, label, strategy)
             if perm is not None:
                 os.fchmod(dst, perm)
             if times_ns is not None:
@@ -478,6 +486,60 @@ def _produce_raw(src: int, dst: int, entry: FileEntry, st: os.stat_result, linke
     for off in rewrites:
         os.pwrite(dst, ident, off)
     return strategy
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    data = os.read(fd, size)
+    if len(data) < size:
+        parts = [data]
+        while chunk := os.read(fd, size):
+            parts.append(chunk)
+        data = b"".join(parts)
+    return data
+
+
+def _produce_small(data: bytes, dst: int, entry: FileEntry, encoding: str, verify: bool, rewrites,
+                   ident: bytes, label: str) -> bool:
+    """Decode a small blob held in memory in one call; False if it needs the streaming path."""
+    size = entry.size
+    if encoding == "gzip":
+        d = zlib.decompressobj(31)
+        try:
+            out = d.decompress(data, size + 1)
+        except zlib.error as exc:
+            raise _corrupt(label, entry, "(undecodable)", f"gzip data is corrupt ({exc})") from None
+        if len(out) > size:
+            raise _corrupt(label, entry, "(not computed: content too large)",
+                           f"decodes to more than the recorded {size} bytes")
+        if not d.eof or d.unused_data:
+            return False  # truncated, or several members: let the streaming path say which
+    elif encoding == "zstd":
+        try:
+            if zstandard.frame_content_size(data) != size:
+                return False
+            out = _zstd_dctx().decompress(data)
+        except zstandard.ZstdError:
+            return False
+    else:
+        out = data
+    if verify:
+        h = new_hasher(algorithm_of(entry.digest) or "sha256")
+        h.update(out)
+        actual = h.hexdigest()
+    if len(out) != size:
+        raise _corrupt(label, entry, actual if verify else "(not computed)",
+                       f"decodes to {len(out)} bytes, catalog says {size}")
+    if verify and actual != entry.digest:
+        raise _corrupt(label, entry, actual)
+    if rewrites:
+        buf = bytearray(out)
+        n = len(ident)
+        for off in rewrites:
+            buf[off : off + n] = ident
+        out = buf
+    if out:
+        _write_all(dst, out)
+    return True
 
 
 def _produce_stream(src: int, dst: int, entry: FileEntry, encoding: str, verify: bool, rewrites,
