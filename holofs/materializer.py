@@ -295,7 +295,9 @@ def _dir_task(ctx: _Ctx, rel: str, node: DirEntry, names: list[str] | None, scan
                     elif ctx.policy == VerifyPolicy.ALWAYS and not _existing_content_ok(fd, name, entry, ctx):
                         res.problems.append(f"{label}: content modified")
                     else:
-                        if st.st_mtime_ns != MOTHER_NS:  # atime moves on every read: not compared
+                        # atime moves on every read: not compared. A hardlinked file (nlink > 1,
+                        # --strategy hardlink) shares the library blob's times: never re-stamped.
+                        if st.st_mtime_ns != MOTHER_NS and st.st_nlink == 1:
                             res.problems.append(f"{label}: mtime differs")
                             if not ctx.dry_run:
                                 os.utime(name, ns=(MOTHER_NS, MOTHER_NS), dir_fd=fd, follow_symlinks=False)

@@ -117,6 +117,12 @@ def test_hardlink_mode(tmp_path):
         # executables whose blob is 0644 are not linked (the mode would change the library)
         assert os.stat(target / "bin/python-launcher").st_mode & 0o111
         assert os.stat(target / "bin/python-launcher").st_nlink == 1
+        # A rerun leaves the shared inodes (and so the library blobs) alone.
+        blob_st = os.stat(lib.blob_path(plain.digest))
+        again = materialize(catalog, lib, target, opts(tmp_path, strategy="hardlink"))
+        assert again.files_written == 0 and again.times_fixed == 0
+        after = os.stat(lib.blob_path(plain.digest))
+        assert (after.st_mtime_ns, after.st_ctime_ns) == (blob_st.st_mtime_ns, blob_st.st_ctime_ns)
 
 
 # --- produce_file on any filesystem --------------------------------------------------
@@ -177,3 +183,18 @@ def test_rewrites_across_chunks_and_no_follow(tmp_path):
     with pytest.raises(OSError):
         produce_file(lib, entry, tmp_path / "link", relocation=reloc, verify=False, linker=Linker())
     assert victim.read_bytes() == b"keep"
+
+
+@pytest.mark.root
+def test_no_space_is_clean(tmp_path, holofs_cli):
+    """A target filesystem that fills up: one-line NoSpace error, nothing left behind."""
+    extra = {f"lib/blob{i}.bin": os.urandom(1 << 20) for i in range(12)}
+    tree, catalog, lib = build_generated(tmp_path, "gzip", extra=extra)
+    with loop_filesystem("ext4", tmp_path, size_mib=8) as mnt:
+        target = mnt / TARGET_NAME
+        proc = holofs_cli("materialize", "--relocate-name-only", catalog.source, target,
+                          env={"HOLOFS_CACHE": str(tmp_path / "cache")})
+        assert proc.returncode != 0
+        assert "no space left" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert not target.exists()
+        assert sorted(os.listdir(mnt)) == sorted(["lost+found", f".{TARGET_NAME}.holofs.lock"])
