@@ -100,7 +100,7 @@ class Linker:
         self.counters: dict[str, StrategyCounter] = {}
         self._reflink: dict[tuple[int, int], bool] = {}
         self._cfr: dict[tuple[int, int], bool] = {}
-        self._warned: set[str] = set()
+        self._warned: dict[str, str] = {}
         self._lock = threading.Lock()
 
     # -- bookkeeping -----------------------------------------------------------------
@@ -118,12 +118,14 @@ class Linker:
         with self._lock:
             if key in self._warned:
                 return
-            self._warned.add(key)
+            self._warned[key] = message
         log.warning("%s", message)
 
     @property
     def warnings(self) -> list[str]:
-        return sorted(self._warned)
+        """The messages warned about so far (each once)."""
+        with self._lock:
+            return list(self._warned.values())
 
     def must_copy(self, path: str) -> bool:
         """True if ``path`` matches a copy pattern (always copied, never reflinked)."""
@@ -399,6 +401,9 @@ def produce_file(
                 strategy = _produce_raw(src, dst, entry, st, linker, verify, rewrites, ident, label, target_dev)
             else:
                 strategy = DECOMPRESS if encoding != "raw" else COPY
+                if linker.mode == "reflink" and encoding != "raw":
+                    linker.warn_once("reflink:compressed", "reflink needs raw blobs and this library's are "
+                                     "compressed: decompressing (see holofs library convert --to none)")
                 if not whole or not _produce_small(whole, dst, entry, encoding, verify, rewrites, ident, label):
                     os.lseek(src, 0, os.SEEK_SET)
                     _produce_stream(src, dst, entry, encoding, verify, rewrites, ident, label, strategy)
