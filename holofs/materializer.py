@@ -28,7 +28,7 @@ from typing import Any
 
 from .catalog import MOTHER_TIME, Catalog, DirEntry, FileEntry, catalog_bytes
 from .digest import algorithm_of, new_hasher
-from .errors import Busy, CatalogError, HolofsError, UnsafePath, UsageError
+from .errors import Busy, CatalogError, HolofsError, NoSpace, UnsafePath, UsageError
 from .fsutil import part_name, raise_for_disk
 from .library import Hololib
 from .modes import permissions
@@ -218,6 +218,14 @@ class _Ctx:
     progress: Callable[[int], None] | None = None
     part_prefix: str = field(default_factory=lambda: f".part{os.getpid()}x{secrets.token_hex(4)}")
     counter: Any = field(default_factory=itertools.count)
+    _perms: dict[int, int] = field(default_factory=dict)
+
+    def perm(self, go_mode: int) -> int:
+        """chmod bits for a Go mode (memoised: a tree has few distinct modes)."""
+        p = self._perms.get(go_mode)
+        if p is None:
+            p = self._perms[go_mode] = permissions(go_mode, keep_special=self.keep_special)
+        return p
 
 
 @dataclass
@@ -230,6 +238,7 @@ class _DirResult:
     verified: int = 0
     problems: list[str] = field(default_factory=list)
     dir_changed: bool = False
+    current: str = ""
 
 
 def _remove_any(dir_fd: int, name: str, st_mode: int) -> None:
@@ -257,9 +266,25 @@ def _existing_content_ok(dir_fd: int, name: str, entry: FileEntry, ctx: _Ctx) ->
     return h.hexdigest() == entry.digest
 
 
+def _os_error(exc: OSError, where: str) -> HolofsError:
+    """A one-line HolofsError for an unexpected OS failure while writing ``where``."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return NoSpace(f"no space left on device while writing {where}")
+    return HolofsError(f"{where}: {exc.strerror or exc}")
+
+
 def _dir_task(ctx: _Ctx, rel: str, node: DirEntry, names: list[str] | None, scan: bool, handle_extras: bool) -> _DirResult:
     """Reconcile (or fill) one directory; ``names`` limits the work to a batch of its files."""
     res = _DirResult()
+    res.current = rel or "."
+    try:
+        return _dir_work(ctx, rel, node, names, scan, handle_extras, res)
+    except OSError as exc:
+        raise _os_error(exc, res.current) from None
+
+
+def _dir_work(ctx: _Ctx, rel: str, node: DirEntry, names: list[str] | None, scan: bool, handle_extras: bool,
+              res: _DirResult) -> _DirResult:
     path = f"{ctx.root}/{rel}" if rel else ctx.root
     fd = os.open(path, _DIR_FLAGS)
     try:
@@ -271,7 +296,7 @@ def _dir_task(ctx: _Ctx, rel: str, node: DirEntry, names: list[str] | None, scan
         files = node.files
         for name in names if names is not None else files:
             entry = files[name]
-            label = f"{rel}/{name}" if rel else name
+            label = res.current = f"{rel}/{name}" if rel else name
             ex = existing.pop(name, None) if scan else None
             ex_mode = 0
             if ex is not None:
@@ -283,7 +308,7 @@ def _dir_task(ctx: _Ctx, rel: str, node: DirEntry, names: list[str] | None, scan
                         continue
                     res.problems.append(f"{label}: symlink differs")
                 else:
-                    perm = permissions(entry.mode, keep_special=ctx.keep_special)
+                    perm = ctx.perm(entry.mode)
                     if not stat.S_ISREG(ex_mode):
                         res.problems.append(f"{label}: not a regular file")
                     elif st.st_size != entry.size:
@@ -310,7 +335,7 @@ def _dir_task(ctx: _Ctx, rel: str, node: DirEntry, names: list[str] | None, scan
             if ctx.dry_run:
                 continue
             tmp = f"{name}{ctx.part_prefix}{next(ctx.counter)}"
-            perm = None if entry.symlink else permissions(entry.mode, keep_special=ctx.keep_special)
+            perm = None if entry.symlink else ctx.perm(entry.mode)
             result = produce_file(
                 ctx.lib, entry, tmp, relocation=ctx.relocation, verify=False, linker=ctx.linker, dir_fd=fd,
                 label=label, perm=perm, times_ns=MOTHER_NS, verified_store=ctx.store, policy=ctx.policy,
@@ -538,9 +563,11 @@ def materialize(catalog: Catalog, lib: Hololib, target: str | os.PathLike[str],
             _finish_dirs(ctx, dirs, force=fresh or bool(made) or total.dir_changed)
             if fresh:
                 os.rename(build, target)
-        except BaseException:
+        except BaseException as exc:
             if fresh:
                 shutil.rmtree(build, ignore_errors=True)
+            if isinstance(exc, OSError):
+                raise _os_error(exc, target) from None
             raise
         State.write(spath, complete=True, fingerprint=fingerprint, blob=State.encode_digests(catalog_digests(catalog)))
     finally:
