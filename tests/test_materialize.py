@@ -322,3 +322,32 @@ def test_verified_store_api(tmp_path):
     assert store.needs_check(digest, blob, VerifyPolicy.TRUSTED)
     record = tmp_path / "cache" / "verified" / digest[:2] / digest
     assert record.is_file() and stat.S_IMODE(record.stat().st_mode) == 0o600
+
+
+def test_verified_store_many_processes(tmp_path):
+    """Several processes marking and reading the same records at once never corrupt them."""
+    import subprocess
+    import sys
+
+    blobs = []
+    for i in range(50):
+        p = tmp_path / f"b{i}"
+        p.write_bytes(b"%d" % i)
+        blobs.append(p)
+    script = (
+        "import sys\nfrom holofs.verification import VerifiedStore, VerifyPolicy\n"
+        "s = VerifiedStore(sys.argv[1])\n"
+        "for r in range(20):\n"
+        "    for i, p in enumerate(sys.argv[2:]):\n"
+        "        d = '%064x' % i\n"
+        "        if s.needs_check(d, p, VerifyPolicy.TRUSTED): s.mark_verified(d, p)\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "cache"), *map(str, blobs)])
+             for _ in range(4)]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    from holofs.verification import VerifiedStore
+
+    store = VerifiedStore(tmp_path / "cache")
+    assert not any(store.needs_check(f"{i:064x}", p, VerifyPolicy.TRUSTED) for i, p in enumerate(blobs))
+    leftovers = [p for p in (tmp_path / "cache").rglob("*") if ".part" in p.name]
+    assert not leftovers

@@ -162,3 +162,36 @@ def test_unknown_existing_tree_is_rewritten(tmp_path):
     report = materialize(catalog, lib, target, opts(tmp_path))
     assert report.files_written == len(tree.files) and report.removed_extras > 0
     assert_restored(catalog, lib, target)
+
+
+def test_interrupted_switch_between_catalogs(restored, tmp_path):
+    """A run to catalog B that fails half way forgets the digests it may have changed, so a
+    later run (to A or B) rewrites exactly those paths instead of trusting them."""
+    tree, catalog_a, lib, target = restored
+    rel = "lib/python3.11/site-packages/demo/__init__.py"
+    data = (tree.root / rel).read_bytes()
+    (tree.root / rel).write_bytes(data.replace(b"1.0", b"2.0"))
+    catalog_b = read_catalog(import_tree(tree.root, lib.root, workers=2).catalog_path)
+    entry_b = catalog_b.tree.subdirs["lib"].subdirs["python3.11"].subdirs["site-packages"].subdirs["demo"].files["__init__.py"]
+    blob = lib.blob_path(entry_b.digest)
+    good = blob.read_bytes()
+    blob.write_bytes(good[:-3])
+    with pytest.raises(Exception, match="__init__.py"):
+        materialize(catalog_b, lib, target, opts(tmp_path))
+    assert check(catalog_a, lib, target, relocate_name_only=True).status == "incomplete"
+    report = materialize(catalog_a, lib, target, opts(tmp_path))
+    assert report.files_written == 1 and (target / rel).read_bytes() == data
+    blob.write_bytes(good)
+    assert materialize(catalog_b, lib, target, opts(tmp_path)).files_written == 1
+    assert_restored(catalog_b, lib, target)
+
+
+def test_busy_target(restored, tmp_path, holofs_cli):
+    import fcntl
+
+    tree, catalog, lib, target = restored
+    with open(target.parent / f".{target.name}.holofs.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        proc = holofs_cli("materialize", "--relocate-name-only", catalog.source, target)
+    assert proc.returncode != 0 and "another holofs process" in proc.stderr
+    holofs_cli("materialize", "--relocate-name-only", catalog.source, target, check=True)
