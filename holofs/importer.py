@@ -2,9 +2,11 @@
 
 The tree is scanned like RCC's ``htfs.Dir.Lift`` (kill list, symlinks followed for
 stat, symlinked directories recursed with their contents marked ``shadow``), then every
-file is read once in a worker thread: one pass hashes it, finds the identity's offsets and
-writes the compressed blob to a temporary file that is renamed to its digest path. File
-contents are never held in memory beyond one chunk (files up to one chunk are read whole).
+file is processed by a worker thread. Files up to one chunk (1 MiB) are read once: hash,
+identity offsets and compressed blob come from that one buffer. Larger files are mapped and
+hashed first, then compressed into a temporary file only if the library lacks the blob, and
+renamed to the digest path: re-imports never pay for compression, and no file is held in
+memory beyond one chunk.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import logging
+import mmap
 import os
 import platform as _platform
 import shutil
@@ -24,12 +27,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import zstandard
 
 from . import __version__
 from .catalog import Catalog, DirEntry, FileEntry, iter_dirs, write_catalog
-from .digest import SHA256, SIPHASH128, new_hasher, siphash128
+from .digest import SHA256, SIPHASH128, hash_file, siphash128
 from .errors import HolofsError, NotFound, UsageError
 from .fsutil import part_name, raise_for_disk
 from .library import CHUNK, ENCODINGS, GZIP, RAW, ZSTD, Hololib
@@ -258,7 +262,7 @@ class _Importer:
             self._claimed.add(digest)
         return not self.lib.has(digest)
 
-    def _digest_of(self, data: bytes) -> str:
+    def _digest_of(self, data: bytes | mmap.mmap) -> str:
         if self.algorithm == SIPHASH128:
             return siphash128(data).hex()
         return hashlib.sha256(data).hexdigest()
@@ -286,6 +290,8 @@ class _Importer:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise_for_disk(exc, str(self.lib.library_dir))
             raise HolofsError(f"cannot record {job.path}: {exc.strerror or exc}") from None
+        except ValueError as exc:  # mmap of a file truncated while importing
+            raise HolofsError(f"cannot record {job.path}: {exc}") from None
 
     def _run(self, job: _FileJob) -> None:
         with open(job.path, "rb") as src:
@@ -293,7 +299,7 @@ class _Importer:
             if len(head) <= CHUNK:
                 self._small(job, head)
             else:
-                self._streamed(job, src, head)
+                self._large(job, src)
 
     def _small(self, job: _FileJob, data: bytes) -> None:
         finder = OffsetFinder(self.identity)
@@ -317,50 +323,66 @@ class _Importer:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def _streamed(self, job: _FileJob, src: object, head: bytes) -> None:
-        hasher = new_hasher(self.algorithm)
+    def _large(self, job: _FileJob, src: BinaryIO) -> None:
+        """Files over one chunk: pass 1 hashes and finds offsets (cheap);
+        pass 2 compresses it into the library only if the blob is missing, so re-imports
+        never pay for compression. Pass 2 re-hashes what it stores and refuses a file that
+        changed in between."""
         finder = OffsetFinder(self.identity)
         size = 0
-        tmp = None
-        sink = None
-        comp = _Compressor(self.encoding)
-        try:
-            if job.store:
-                tmp = part_name(self.lib.library_dir / "incoming")
-                sink = open(tmp, "xb")  # noqa: SIM115 - closed below
-            stored = 0
-            chunk = head
-            while chunk:
+        if self.algorithm == SIPHASH128:  # one-shot C hash: map the file instead of buffering it
+            with mmap.mmap(src.fileno(), 0, access=mmap.ACCESS_READ) as view:
+                digest = self._digest_of(view)
+                for start in range(0, len(view), CHUNK):
+                    finder.feed(memoryview(view)[start : start + CHUNK])
+                size = len(view)
+        else:
+            hasher = hashlib.sha256()
+            src.seek(0)
+            while chunk := src.read(CHUNK):
                 hasher.update(chunk)
                 finder.feed(chunk)
                 size += len(chunk)
-                if sink is not None:
-                    out = comp.compress(chunk)
-                    sink.write(out)
-                    stored += len(out)
-                chunk = src.read(CHUNK)  # type: ignore[attr-defined]
             digest = hasher.hexdigest()
-            job.entry.digest, job.entry.rewrite, job.entry.size = digest, finder.offsets, size
-            if sink is not None and tmp is not None:
-                out = comp.flush()
-                sink.write(out)
-                stored += len(out)
-                if stored == size and self.encoding != RAW:
-                    # Same ambiguity rule as in _small: store it raw instead.
-                    src.seek(0)  # type: ignore[attr-defined]
-                    sink.seek(0)
-                    sink.truncate()
-                    shutil.copyfileobj(src, sink, CHUNK)  # type: ignore[arg-type]
-                sink.close()
-                sink = None
-                if self._claim(digest):
-                    self._publish(tmp, digest, stored)
-                    tmp = None
-        finally:
-            if sink is not None:
-                sink.close()
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
+        job.entry.digest, job.entry.rewrite, job.entry.size = digest, finder.offsets, size
+        if not job.store or not self._claim(digest):
+            return
+        final = self._final(digest)
+        tmp = part_name(final)
+        try:
+            src.seek(0)
+            with open(tmp, "xb") as sink:
+                stored = self._encode(src, sink, size)
+            again = hash_file(tmp, SIPHASH128) if self.encoding == RAW else stored[1]
+            if again != digest:
+                raise HolofsError(f"{job.path} changed while it was being imported; import again")
+            self._publish(tmp, digest, stored[0])
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _encode(self, src: BinaryIO, sink: BinaryIO, size: int) -> tuple[int, str]:
+        """Copy ``src`` into ``sink`` in the library's encoding; returns (stored bytes,
+        SHA-256 of what was read, '' for raw). A compressed result exactly ``size`` bytes
+        long is replaced by the raw content (stored size == size means raw to readers)."""
+        comp = _Compressor(self.encoding)
+        hasher = hashlib.sha256() if self.encoding != RAW else None
+        stored = 0
+        while chunk := src.read(CHUNK):
+            if hasher is not None:
+                hasher.update(chunk)
+            out = comp.compress(chunk)
+            sink.write(out)
+            stored += len(out)
+        out = comp.flush()
+        sink.write(out)
+        stored += len(out)
+        if stored == size and self.encoding != RAW:
+            src.seek(0)
+            sink.seek(0)
+            sink.truncate()
+            shutil.copyfileobj(src, sink, CHUNK)
+        return stored, hasher.hexdigest() if hasher is not None else ""
 
 
 # --- the whole import ------------------------------------------------------------------------
