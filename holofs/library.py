@@ -216,15 +216,24 @@ class Hololib:
     def write_blob_from(self, digest: str, source: BinaryIO, encoding: str, *, level: int | None = None) -> Path:
         """Store ``source`` (original content) under ``digest`` in ``encoding``, atomically.
 
-        The caller is responsible for ``digest`` matching the content."""
+        The caller is responsible for ``digest`` matching the content. ``source`` must be
+        seekable (a compressed result as long as the content is rewritten raw)."""
         if encoding not in ENCODINGS:
             raise UsageError(f"unknown compression {encoding!r}: use one of {', '.join(ENCODINGS)}")
         final = self.blob_path(digest)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = part_name(final)
         try:
+            counted = _CountingReader(source)
             with open(tmp, "xb") as sink:
-                encode_stream(source, sink, encoding, level=level)
+                encode_stream(counted, sink, encoding, level=level)  # type: ignore[arg-type]
+                if encoding != RAW and sink.tell() == counted.count:
+                    # A compressed blob as long as its content would read back as raw
+                    # (see detect_encoding): store such rare blobs raw.
+                    source.seek(0)
+                    sink.seek(0)
+                    sink.truncate()
+                    encode_stream(source, sink, RAW)
             os.chmod(tmp, 0o644)
             os.replace(tmp, final)
         except OSError as exc:
@@ -263,6 +272,19 @@ class Hololib:
 
     def catalog_path_for(self, catalog: Catalog) -> Path:
         return self.catalog_dir / catalog_name(catalog.blueprint, catalog.platform)
+
+
+class _CountingReader:
+    """Counts the bytes read through it (the original content size)."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        self._source = source
+        self.count = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._source.read(n)
+        self.count += len(data)
+        return data
 
 
 def encode_stream(source: BinaryIO, sink: BinaryIO, encoding: str, *, level: int | None = None) -> None:

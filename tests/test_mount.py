@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -142,6 +143,11 @@ def test_sixteen_concurrent_readers_fill_each_file_once(env_catalog, tmp_path: P
         want_keys = {cache_key(tree_entry, reloc).relpath for rel in rels
                      for tree_entry in [_entry(catalog, rel)]}
         assert set(stats["per_key"]) == want_keys
+        # The kernel sends RELEASE asynchronously after close(): wait for the handles to drain.
+        deadline = time.monotonic() + 30
+        while stats["open_handles"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+            stats = m.stats()
         assert stats["open_handles"] == 0
 
 
