@@ -187,12 +187,9 @@ def _live_dirs(tree: DirEntry):
 
 
 def _validate(catalog: Catalog) -> None:
-    try:
-        from .validate import validate_catalog
-    except ImportError:  # pragma: no cover - validate is part of holofs
-        validate_catalog = None
-    if validate_catalog is not None:
-        validate_catalog(catalog)
+    from .validate import validate_catalog
+
+    validate_catalog(catalog)
     for rel, node in _live_dirs(catalog.tree):
         for name in (*node.subdirs, *node.files):
             if not name or name in (".", "..") or "/" in name or "\0" in name:
