@@ -29,7 +29,7 @@ from typing import Any
 from .catalog import MOTHER_TIME, Catalog, DirEntry, FileEntry, catalog_bytes
 from .digest import algorithm_of, new_hasher
 from .errors import Busy, CatalogError, HolofsError, NoSpace, UnsafePath, UsageError
-from .fsutil import part_name, raise_for_disk
+from .fsutil import atomic_write_bytes, raise_for_disk
 from .library import Hololib
 from .modes import permissions
 from .relocation import Relocation, plan_relocation
@@ -141,21 +141,7 @@ class State:
     @staticmethod
     def write(path: str, *, complete: bool, fingerprint: str, blob: bytes) -> None:
         header = json.dumps({"version": STATE_VERSION, "complete": complete, "catalog": fingerprint}).encode()
-        tmp = part_name(path)
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            try:
-                os.write(fd, header + b"\n")
-                view = memoryview(blob)
-                while view:
-                    view = view[os.write(fd, view):]
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise_for_disk(exc, path)
+        atomic_write_bytes(path, header + b"\n" + blob, mode=0o600)
 
     @staticmethod
     def encode_digests(digests: dict[str, str]) -> bytes:
