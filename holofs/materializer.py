@@ -54,6 +54,8 @@ class MaterializeOptions:
     cache_dir: str | None = None
     progress: Callable[[int], None] | None = None
     total_hook: Callable[[int], None] | None = None
+    wait: bool = True
+    wait_hook: Callable[[str], None] | None = None
 
 
 @dataclass
@@ -462,16 +464,32 @@ def _run_tasks(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], scan: bool, workers:
     return total
 
 
-def _lock(target: str):
+def _lock(target: str, wait: bool, wait_hook: Callable[[str], None] | None) -> int:
+    """Hold ``.<name>.holofs.lock`` next to ``target``: one materialize per target at a time.
+
+    A second process waits (telling ``wait_hook`` who holds the lock) or, with ``wait=False``,
+    fails with :class:`Busy`. The holder's pid is written into the lock file for that message.
+    """
     parent, name = os.path.split(target)
     path = os.path.join(parent, f".{name}.holofs.lock")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            who = f"another holofs materialize (pid {holder})"
+            if not wait:
+                raise Busy(f"{target} is being materialized by {who}; retry later or drop --no-wait") from None
+            if wait_hook is not None:
+                wait_hook(f"waiting for {who} to finish with {target}")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    except BaseException:
         os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            raise Busy(f"{target} is being materialized by another holofs process") from None
         raise
     return fd
 
@@ -507,7 +525,7 @@ def materialize(catalog: Catalog, lib: Hololib, target: str | os.PathLike[str],
     nfiles = sum(len(n.files) for _r, n in dirs)
     if opts.total_hook is not None:
         opts.total_hook(nfiles)
-    lock_fd = _lock(target)
+    lock_fd = _lock(target, opts.wait, opts.wait_hook)
     try:
         spath = state_path(target)
         fingerprint = catalog_fingerprint(catalog)

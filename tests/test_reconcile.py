@@ -186,12 +186,36 @@ def test_interrupted_switch_between_catalogs(restored, tmp_path):
     assert_restored(catalog_b, lib, target)
 
 
-def test_busy_target(restored, tmp_path, holofs_cli):
+def test_busy_target_waits_or_fails_with_no_wait(restored, tmp_path, holofs_cli):
     import fcntl
+    import select
+    import subprocess
+    import sys
 
     tree, catalog, lib, target = restored
-    with open(target.parent / f".{target.name}.holofs.lock", "a") as f:
+    with open(target.parent / f".{target.name}.holofs.lock", "a+") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
-        proc = holofs_cli("materialize", "--relocate-name-only", catalog.source, target)
-    assert proc.returncode != 0 and "another holofs process" in proc.stderr
-    holofs_cli("materialize", "--relocate-name-only", catalog.source, target, check=True)
+        f.truncate(0)  # as a holder does: only its own pid in the file
+        f.write("4242\n")
+        f.flush()
+        proc = holofs_cli("materialize", "--no-wait", "--relocate-name-only", catalog.source, target)
+        assert proc.returncode != 0 and "pid 4242" in proc.stderr and "--no-wait" in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        waiter = subprocess.Popen([sys.executable, "-m", "holofs", "materialize", "--relocate-name-only",
+                                   "--json", catalog.source, target],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            line = ""
+            while "waiting for" not in line:  # the waiter says so on stderr, then blocks
+                ready, _, _ = select.select([waiter.stderr], [], [], 60)
+                assert ready, "no 'waiting' message within 60 s"
+                line = waiter.stderr.readline()
+                assert line or waiter.poll() is None, waiter.communicate()
+            assert "pid 4242" in line
+            assert waiter.poll() is None  # still blocked while we hold the lock
+        except BaseException:
+            waiter.kill()
+            raise
+    out, err = waiter.communicate(timeout=120)
+    assert waiter.returncode == 0, err
+    assert '"fresh": false' in out

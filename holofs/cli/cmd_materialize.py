@@ -31,11 +31,13 @@ def register(group: click.Group) -> None:
 @click.option("--keep-special-bits", is_flag=True, help="Keep setuid/setgid/sticky bits from the catalog.")
 @click.option("--check", "check_only", is_flag=True,
               help="Only report whether DIRECTORY is complete, incomplete or modified (exit 0 if complete).")
+@click.option("--no-wait", is_flag=True,
+              help="Fail at once if another holofs process is materializing DIRECTORY (default: wait).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--no-progress", is_flag=True, help="Never show a progress bar.")
 def materialize_cmd(catalog: str, directory: str, hololib: str | None, strategy: str | None, verify: str | None,
                     workers: int | None, fast: bool | None, copy_patterns: tuple[str, ...], relocate_name_only: bool,
-                    keep_special_bits: bool, check_only: bool, as_json: bool, no_progress: bool) -> None:
+                    keep_special_bits: bool, check_only: bool, no_wait: bool, as_json: bool, no_progress: bool) -> None:
     """Restore CATALOG into DIRECTORY, byte-exactly as RCC would.
 
     The target identity is DIRECTORY's basename; it must have the recorded identity's length
@@ -78,7 +80,8 @@ def materialize_cmd(catalog: str, directory: str, hololib: str | None, strategy:
             strategy=settings.strategy, verify=VerifyPolicy(settings.verify), workers=settings.workers,
             keep_special_bits=keep_special_bits, relocate_name_only=relocate_name_only,
             copy_patterns=settings.copy_patterns, cache_dir=settings.cache_dir, progress=advance,
-            total_hook=total_hook,
+            total_hook=total_hook, wait=not no_wait,
+            wait_hook=lambda message: click.echo(f"holofs: {message}", err=True),
         )
         report = materialize(cat, lib, directory, options)
     if as_json:
