@@ -520,7 +520,7 @@ def materialize(catalog: Catalog, lib: Hololib, target: str | os.PathLike[str],
 
         cache_dir = os.fspath(default_cache_dir())
     linker = Linker(opts.strategy, opts.copy_patterns)
-    store = VerifiedStore(cache_dir)
+    store = VerifiedStore(cache_dir, buffered=True)
     dirs = list(_live_dirs(catalog.tree))
     nfiles = sum(len(n.files) for _r, n in dirs)
     if opts.total_hook is not None:
@@ -572,6 +572,7 @@ def materialize(catalog: Catalog, lib: Hololib, target: str | os.PathLike[str],
             raise
         State.write(spath, complete=True, fingerprint=fingerprint, blob=State.encode_digests(catalog_digests(catalog)))
     finally:
+        store.flush()
         os.close(lock_fd)
     return MaterializeReport(
         target=target, fresh=fresh, files_written=total.written, files_intact=total.intact,

@@ -5,9 +5,14 @@ Policies: ``always`` hashes every blob every time it is used, ``skip`` never has
 file's identity (digest, st_dev, st_ino, size, mtime_ns, ctime_ns). Replacing or modifying the
 blob file changes its inode or ctime (which users cannot set), so it is hashed again.
 
-The record is one small file per digest, ``<cache>/verified/<d0d1>/<digest>``, holding the key,
-written atomically (temp + rename): several processes may share it without locks, since the
-worst race makes two of them hash the same blob. Directories are private (0700).
+The record is one append-only log per cache, ``<cache>/verified/log``: a line per verified
+blob file holding its key. A process reads it once into a set and appends its own lines
+(``O_APPEND``, one ``write`` per batch of whole lines, so concurrent writers never interleave
+within a line); on a miss it reads what others appended since. Several processes share it
+without locks: the worst race makes two of them hash the same blob. When the log holds many
+duplicate lines it is rewritten (deduplicated) by an atomic rename; lines another process
+appends to the old file meanwhile are lost, which again only costs a second hash. The
+directory is private (0700), the log 0600.
 """
 
 from __future__ import annotations
@@ -20,7 +25,12 @@ from pathlib import Path
 
 from .fsutil import part_name
 
-_READ = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOATIME", 0)
+LOG_NAME = "log"
+FLUSH_EVERY = 256
+# Rewrite the log once it holds this many lines more than distinct keys (duplicates from
+# concurrent runs, stale keys of replaced blobs are kept: they are few).
+COMPACT_SLACK = 50_000
+_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
 class VerifyPolicy(StrEnum):
@@ -31,49 +41,76 @@ class VerifyPolicy(StrEnum):
 
 def blob_key(digest: str, st: os.stat_result) -> str:
     """The identity of a blob file as verified: any replacement or change alters it."""
-    return f"{digest} {st.st_dev} {st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns}\n"
+    return f"{digest} {st.st_dev} {st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns}"
 
 
 class VerifiedStore:
-    """The on-disk record of blobs already hashed (``cache_dir/verified``), thread-safe."""
+    """The record of blobs already hashed (``cache_dir/verified/log``), thread-safe.
 
-    def __init__(self, cache_dir: str | os.PathLike[str]) -> None:
+    ``buffered`` stores new lines in memory and appends them in batches (call :meth:`flush`
+    when done; lines lost to a crash only mean hashing again); otherwise every mark is
+    appended at once (a long-running mount).
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike[str], *, buffered: bool = False) -> None:
         self.root = os.path.join(os.fspath(cache_dir), "verified")
-        self._memo: dict[str, str] = {}
-        self._made: set[str] = set()
+        self.path = os.path.join(self.root, LOG_NAME)
+        self.buffered = buffered
+        self._keys: set[str] = set()
+        self._loaded = False
+        self._ino = -1  # inode of the log we have read
+        self._offset = 0  # bytes of it consumed (whole lines only)
+        self._lines = 0
+        self._pending: list[str] = []
         self._lock = threading.Lock()
 
-    def _record_path(self, digest: str) -> str:
-        return f"{self.root}/{digest[0:2]}/{digest}"
+    # -- reading ---------------------------------------------------------------------
 
-    # -- stat-based API (callers that already hold an fstat avoid a second stat) -------
+    def _read_new(self) -> None:
+        """Take in lines appended since the last read (or the whole log if it was replaced)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            return
+        try:
+            st = os.fstat(fd)
+            if st.st_ino != self._ino:
+                self._ino, self._offset = st.st_ino, 0
+            if st.st_size <= self._offset:
+                return
+            chunks = []
+            pos = self._offset
+            while chunk := os.pread(fd, max(st.st_size - pos, 1 << 16), pos):
+                chunks.append(chunk)
+                pos += len(chunk)
+        finally:
+            os.close(fd)
+        data = b"".join(chunks)
+        end = data.rfind(b"\n") + 1  # a line still being written is read next time
+        lines = data[:end].decode("ascii", "replace").splitlines()
+        self._keys.update(lines)
+        self._lines += len(lines)
+        self._offset += end
+
+    def _ensure_loaded(self) -> None:
+        if self._loaded:
+            return
+        with self._lock:
+            if not self._loaded:
+                self._read_new()
+                self._loaded = True
+                if self._lines > len(self._keys) + COMPACT_SLACK:
+                    self._compact()
 
     def is_verified_stat(self, digest: str, st: os.stat_result) -> bool:
         """True if ``digest`` was verified for exactly this blob file (by its stat)."""
+        self._ensure_loaded()
         key = blob_key(digest, st)
-        if self._memo.get(digest) == key:
+        if key in self._keys:
             return True
-        path = self._record_path(digest)
-        try:
-            fd = os.open(path, _READ)
-        except PermissionError:  # O_NOATIME on a record someone else owns
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
-                return False
-        except OSError:
-            return False
-        try:
-            stored = os.read(fd, 512)
-        except OSError:
-            return False
-        finally:
-            os.close(fd)
-        if stored == key.encode("ascii"):
-            with self._lock:
-                self._memo[digest] = key
-            return True
-        return False
+        with self._lock:  # perhaps another process verified it since we read the log
+            self._read_new()
+            return key in self._keys
 
     def needs_check_stat(self, digest: str, st: os.stat_result, policy: VerifyPolicy) -> bool:
         if policy == VerifyPolicy.ALWAYS:
@@ -82,34 +119,63 @@ class VerifiedStore:
             return False
         return not self.is_verified_stat(digest, st)
 
+    # -- writing ---------------------------------------------------------------------
+
     def mark_verified_stat(self, digest: str, st: os.stat_result) -> None:
         """Record that the blob file described by ``st`` hashes to ``digest``."""
+        self._ensure_loaded()
         key = blob_key(digest, st)
         with self._lock:
-            if self._memo.get(digest) == key:
+            if key in self._keys:
                 return
-            self._memo[digest] = key
-        final = self._record_path(digest)
-        parent = os.path.dirname(final)
-        if parent not in self._made:
-            os.makedirs(parent, mode=0o700, exist_ok=True)
-            for d in (self.root, os.path.dirname(self.root)):
-                try:
-                    if os.stat(d).st_mode & 0o077:
-                        os.chmod(d, 0o700)
-                except OSError:
-                    pass
-            self._made.add(parent)
-        tmp = part_name(final)
+            self._keys.add(key)
+            self._pending.append(key)
+            if self.buffered and len(self._pending) < FLUSH_EVERY:
+                return
+            self._write_pending()
+
+    def flush(self) -> None:
+        """Append the buffered lines to the log."""
+        with self._lock:
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        if not self._pending:
+            return
+        data = ("\n".join(self._pending) + "\n").encode("ascii")
+        self._pending.clear()
+        try:
+            self._make_root()
+            fd = os.open(self.path, _APPEND, 0o600)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+            self._lines += data.count(b"\n")
+        except OSError:
+            pass  # the record is an optimisation: failing to write it only means hashing again
+
+    def _make_root(self) -> None:
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        for d in (self.root, os.path.dirname(self.root)):
+            with contextlib.suppress(OSError):
+                if os.stat(d).st_mode & 0o077:
+                    os.chmod(d, 0o700)
+
+    def _compact(self) -> None:
+        """Rewrite the log with each key once (atomic rename)."""
+        tmp = part_name(self.path)
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             try:
-                os.write(fd, key.encode("ascii"))
+                os.write(fd, "".join(k + "\n" for k in self._keys).encode("ascii"))
             finally:
                 os.close(fd)
-            os.replace(tmp, final)
+            os.replace(tmp, self.path)
+            st = os.stat(self.path)
+            self._ino, self._offset = st.st_ino, st.st_size
+            self._lines = len(self._keys)
         except OSError:
-            # The record is an optimisation: failing to write it only means hashing again.
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
 
@@ -130,12 +196,6 @@ class VerifiedStore:
     def mark_verified(self, digest: str, blob_path: str | os.PathLike[str]) -> None:
         """Record that ``blob_path`` (as it is now) hashes to ``digest``."""
         self.mark_verified_stat(digest, os.stat(blob_path))
-
-    def forget(self, digest: str) -> None:
-        with self._lock:
-            self._memo.pop(digest, None)
-        with contextlib.suppress(OSError):
-            os.unlink(self._record_path(digest))
 
 
 def default_store() -> VerifiedStore:

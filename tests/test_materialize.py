@@ -273,8 +273,8 @@ def test_verify_policies(tmp_path):
     # trusted: each blob hashed once (workers=1 so a shared digest is not hashed twice at once) ...
     r1 = materialize(catalog, lib, _fresh_target(tmp_path, 1), opts(tmp_path, workers=1))
     assert r1.verified_blobs == distinct
-    records = list((tmp_path / "cache" / "verified").rglob("*"))
-    assert len([p for p in records if p.is_file()]) == distinct
+    log = tmp_path / "cache" / "verified" / "log"
+    assert len(set(log.read_text().splitlines())) == distinct
     assert stat.S_IMODE(os.stat(tmp_path / "cache" / "verified").st_mode) == 0o700
     # ... and never again (a new process reads the record, not just memory)
     r2 = materialize(catalog, lib, _fresh_target(tmp_path, 2), opts(tmp_path, workers=1))
@@ -320,8 +320,40 @@ def test_verified_store_api(tmp_path):
     os.replace(replacement, blob)
     assert VerifiedStore(tmp_path / "cache").needs_check(digest, blob, VerifyPolicy.TRUSTED)
     assert store.needs_check(digest, blob, VerifyPolicy.TRUSTED)
-    record = tmp_path / "cache" / "verified" / digest[:2] / digest
-    assert record.is_file() and stat.S_IMODE(record.stat().st_mode) == 0o600
+    log = tmp_path / "cache" / "verified" / "log"
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    assert log.read_text().splitlines()[0].startswith(digest + " ")
+
+
+def test_verified_store_sees_other_writers_and_compacts(tmp_path, monkeypatch):
+    from holofs import verification
+    from holofs.verification import VerifiedStore
+
+    blobs = []
+    for i in range(5):
+        p = tmp_path / f"b{i}"
+        p.write_bytes(b"%d" % i)
+        blobs.append(p)
+    reader = VerifiedStore(tmp_path / "cache")
+    assert reader.needs_check("00" * 32, blobs[0], VerifyPolicy.TRUSTED)  # loads the (empty) log
+    writer = VerifiedStore(tmp_path / "cache", buffered=True)
+    for i, p in enumerate(blobs):
+        writer.mark_verified(f"{i:064x}", p)
+    assert reader.needs_check(f"{0:064x}", blobs[0], VerifyPolicy.TRUSTED)  # buffered: not yet written
+    writer.flush()
+    assert not any(reader.needs_check(f"{i:064x}", p, VerifyPolicy.TRUSTED) for i, p in enumerate(blobs))
+    # duplicates (e.g. from concurrent runs) are squeezed out when a store loads a bloated log
+    log = tmp_path / "cache" / "verified" / "log"
+    log.write_text(log.read_text() * 40)
+    monkeypatch.setattr(verification, "COMPACT_SLACK", 10)
+    store = VerifiedStore(tmp_path / "cache")
+    assert not store.needs_check(f"{3:064x}", blobs[3], VerifyPolicy.TRUSTED)
+    assert len(log.read_text().splitlines()) == len(blobs)
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    # a torn last line (a writer mid-append) is not taken as a key
+    with open(log, "a") as f:
+        f.write(f"{9:064x} 1 2")
+    assert VerifiedStore(tmp_path / "cache").needs_check(f"{9:064x}", blobs[4], VerifyPolicy.TRUSTED)
 
 
 def test_verified_store_many_processes(tmp_path):
