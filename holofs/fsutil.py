@@ -54,3 +54,17 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o
 def _unlink_quietly(path: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (Linux: /proc; else a brief set/restore)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask

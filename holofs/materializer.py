@@ -199,8 +199,10 @@ class _Ctx:
     known: dict[str, str] | None  # path -> digest of the previous complete-or-not restore
     same_catalog: bool
     dry_run: bool = False
+    direct: bool = False  # building a fresh private staging dir: files go straight to their names
     target_dev: int | None = None
     progress: Callable[[int], None] | None = None
+    dir_fds: dict[str, int] = field(default_factory=dict)  # rel -> fd, opened beneath the parent's fd
     part_prefix: str = field(default_factory=lambda: f".part{os.getpid()}x{secrets.token_hex(4)}")
     counter: Any = field(default_factory=itertools.count)
     _perms: dict[int, int] = field(default_factory=dict)
@@ -270,62 +272,79 @@ def _dir_task(ctx: _Ctx, rel: str, node: DirEntry, names: list[str] | None, scan
 
 def _dir_work(ctx: _Ctx, rel: str, node: DirEntry, names: list[str] | None, scan: bool, handle_extras: bool,
               res: _DirResult) -> _DirResult:
-    path = f"{ctx.root}/{rel}" if rel else ctx.root
-    fd = os.open(path, _DIR_FLAGS)
+    fd = ctx.dir_fds[rel]  # shared by this directory's batches: only *at calls on it
+    if not scan:
+        return _dir_files(ctx, rel, node, names, fd, None, handle_extras, res)
+    # scandir reads through the fd's file position (and its entries stat through that fd):
+    # give it an fd of its own.
+    own = os.open(".", _DIR_FLAGS, dir_fd=fd)
     try:
-        existing: dict[str, os.DirEntry[str]] = {}
-        if scan:
-            with os.scandir(fd) as it:
-                existing = {e.name: e for e in it}
-        known = ctx.known
-        files = node.files
-        for name in names if names is not None else files:
-            entry = files[name]
-            label = res.current = f"{rel}/{name}" if rel else name
-            ex = existing.pop(name, None) if scan else None
-            ex_mode = 0
-            if ex is not None:
-                st = ex.stat(follow_symlinks=False)
-                ex_mode = st.st_mode
-                if entry.symlink:
-                    if stat.S_ISLNK(ex_mode) and os.readlink(name, dir_fd=fd) == entry.symlink:
-                        res.intact += 1
-                        continue
-                    res.problems.append(f"{label}: symlink differs")
-                else:
-                    perm = ctx.perm(entry.mode)
-                    if not stat.S_ISREG(ex_mode):
-                        res.problems.append(f"{label}: not a regular file")
-                    elif st.st_size != entry.size:
-                        res.problems.append(f"{label}: size {st.st_size}, expected {entry.size}")
-                    elif stat.S_IMODE(ex_mode) != perm:
-                        res.problems.append(f"{label}: mode {stat.S_IMODE(ex_mode):o}, expected {perm:o}")
-                    elif not ctx.same_catalog and (known is None or known.get(label) != entry.digest):
-                        res.problems.append(f"{label}: content digest changed since the last restore")
-                    elif ctx.policy == VerifyPolicy.ALWAYS and not _existing_content_ok(fd, name, entry, ctx):
-                        res.problems.append(f"{label}: content modified")
-                    else:
-                        # atime moves on every read: not compared. A hardlinked file (nlink > 1,
-                        # --strategy hardlink) shares the library blob's times: never re-stamped.
-                        if st.st_mtime_ns != MOTHER_NS and st.st_nlink == 1:
-                            res.problems.append(f"{label}: mtime differs")
-                            if not ctx.dry_run:
-                                os.utime(name, ns=(MOTHER_NS, MOTHER_NS), dir_fd=fd, follow_symlinks=False)
-                            res.times_fixed += 1
-                        res.intact += 1
-                        continue
+        with os.scandir(own) as it:
+            existing = {e.name: e for e in it}
+        return _dir_files(ctx, rel, node, names, fd, existing, handle_extras, res)
+    finally:
+        os.close(own)
+
+
+def _dir_files(ctx: _Ctx, rel: str, node: DirEntry, names: list[str] | None, fd: int,
+               scanned: dict[str, os.DirEntry[str]] | None, handle_extras: bool, res: _DirResult) -> _DirResult:
+    """Produce or check ``names`` (all files when None) of one directory; ``scanned`` holds its
+    current entries (None: a fresh directory, nothing to compare or remove)."""
+    scan = scanned is not None
+    existing = scanned if scanned is not None else {}
+    known = ctx.known
+    files = node.files
+    for name in names if names is not None else files:
+        entry = files[name]
+        label = res.current = f"{rel}/{name}" if rel else name
+        ex = existing.pop(name, None) if scan else None
+        ex_mode = 0
+        if ex is not None:
+            st = ex.stat(follow_symlinks=False)
+            ex_mode = st.st_mode
+            if entry.symlink:
+                if stat.S_ISLNK(ex_mode) and os.readlink(name, dir_fd=fd) == entry.symlink:
+                    res.intact += 1
+                    continue
+                res.problems.append(f"{label}: symlink differs")
             else:
-                if scan:
-                    res.problems.append(f"{label}: missing")
-            if ctx.dry_run:
-                continue
-            tmp = f"{name}{ctx.part_prefix}{next(ctx.counter)}"
-            perm = None if entry.symlink else ctx.perm(entry.mode)
-            result = produce_file(
-                ctx.lib, entry, tmp, relocation=ctx.relocation, verify=False, linker=ctx.linker, dir_fd=fd,
-                label=label, perm=perm, times_ns=MOTHER_NS, verified_store=ctx.store, policy=ctx.policy,
-                target_dev=ctx.target_dev,
-            )
+                perm = ctx.perm(entry.mode)
+                if not stat.S_ISREG(ex_mode):
+                    res.problems.append(f"{label}: not a regular file")
+                elif st.st_size != entry.size:
+                    res.problems.append(f"{label}: size {st.st_size}, expected {entry.size}")
+                elif stat.S_IMODE(ex_mode) != perm:
+                    res.problems.append(f"{label}: mode {stat.S_IMODE(ex_mode):o}, expected {perm:o}")
+                elif not ctx.same_catalog and (known is None or known.get(label) != entry.digest):
+                    res.problems.append(f"{label}: content digest changed since the last restore")
+                elif ctx.policy == VerifyPolicy.ALWAYS and not _existing_content_ok(fd, name, entry, ctx):
+                    res.problems.append(f"{label}: content modified")
+                else:
+                    # atime moves on every read: not compared. A hardlinked file (nlink > 1,
+                    # --strategy hardlink) shares the library blob's times: never re-stamped.
+                    if st.st_mtime_ns != MOTHER_NS and st.st_nlink == 1:
+                        res.problems.append(f"{label}: mtime differs")
+                        if not ctx.dry_run:
+                            os.utime(name, ns=(MOTHER_NS, MOTHER_NS), dir_fd=fd, follow_symlinks=False)
+                        res.times_fixed += 1
+                    res.intact += 1
+                    continue
+        else:
+            if scan:
+                res.problems.append(f"{label}: missing")
+        if ctx.dry_run:
+            continue
+        # In a fresh staging dir nobody sees (it is renamed into place once, complete, and
+        # removed if the run fails) files are made under their own names; in a live target
+        # they are made under a temp name and renamed over the old one.
+        tmp = name if ctx.direct else f"{name}{ctx.part_prefix}{next(ctx.counter)}"
+        perm = None if entry.symlink else ctx.perm(entry.mode)
+        result = produce_file(
+            ctx.lib, entry, tmp, relocation=ctx.relocation, verify=False, linker=ctx.linker, dir_fd=fd,
+            label=label, perm=perm, times_ns=MOTHER_NS, verified_store=ctx.store, policy=ctx.policy,
+            target_dev=ctx.target_dev,
+        )
+        if not ctx.direct:
             try:
                 if ex is not None and stat.S_ISDIR(ex_mode):
                     shutil.rmtree(name, dir_fd=fd)
@@ -334,94 +353,119 @@ def _dir_work(ctx: _Ctx, rel: str, node: DirEntry, names: list[str] | None, scan
                 with contextlib.suppress(OSError):
                     os.unlink(tmp, dir_fd=fd)
                 raise
-            res.dir_changed = True
-            if result.verified:
-                res.verified += 1
-            if entry.symlink:
-                res.symlinks += 1
-            else:
-                res.written += 1
-        if handle_extras:
-            for name, sub in node.subdirs.items():
-                ex = existing.pop(name, None) if scan else None
-                label = f"{rel}/{name}" if rel else name
-                if not sub.symlink:
-                    continue  # real subdirectories were made by the directory pass
-                if ex is not None:
-                    if ex.is_symlink() and os.readlink(name, dir_fd=fd) == sub.symlink:
-                        res.intact += 1
-                        continue
-                    res.problems.append(f"{label}: directory symlink differs")
-                elif scan:
-                    res.problems.append(f"{label}: missing")
-                if ctx.dry_run:
+        res.dir_changed = True
+        if result.verified:
+            res.verified += 1
+        if entry.symlink:
+            res.symlinks += 1
+        else:
+            res.written += 1
+    if handle_extras:
+        for name, sub in node.subdirs.items():
+            ex = existing.pop(name, None) if scan else None
+            label = f"{rel}/{name}" if rel else name
+            if not sub.symlink:
+                continue  # real subdirectories were made by the directory pass
+            if ex is not None:
+                if ex.is_symlink() and os.readlink(name, dir_fd=fd) == sub.symlink:
+                    res.intact += 1
                     continue
-                tmp = f"{name}{ctx.part_prefix}{next(ctx.counter)}"
-                os.symlink(sub.symlink, tmp, dir_fd=fd)
-                if ex is not None and ex.is_dir(follow_symlinks=False):
-                    shutil.rmtree(name, dir_fd=fd)
-                os.rename(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
-                ctx.linker.record("symlink", 0, 0.0)
-                res.symlinks += 1
+                res.problems.append(f"{label}: directory symlink differs")
+            elif scan:
+                res.problems.append(f"{label}: missing")
+            if ctx.dry_run:
+                continue
+            tmp = f"{name}{ctx.part_prefix}{next(ctx.counter)}"
+            os.symlink(sub.symlink, tmp, dir_fd=fd)
+            if ex is not None and ex.is_dir(follow_symlinks=False):
+                shutil.rmtree(name, dir_fd=fd)
+            os.rename(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
+            ctx.linker.record("symlink", 0, 0.0)
+            res.symlinks += 1
+            res.dir_changed = True
+        own = ctx.part_prefix
+        for name, ex in existing.items():
+            if name in node.files or own in name:
+                continue  # handled by another batch of this directory / its temp file
+            label = f"{rel}/{name}" if rel else name
+            res.problems.append(f"{label}: extra")
+            if not ctx.dry_run:
+                _remove_any(fd, name, ex.stat(follow_symlinks=False).st_mode)
                 res.dir_changed = True
-            own = ctx.part_prefix
-            for name, ex in existing.items():
-                if name in node.files or own in name:
-                    continue  # handled by another batch of this directory / its temp file
-                label = f"{rel}/{name}" if rel else name
-                res.problems.append(f"{label}: extra")
-                if not ctx.dry_run:
-                    _remove_any(fd, name, ex.stat(follow_symlinks=False).st_mode)
-                    res.dir_changed = True
-                res.removed += 1
-    finally:
-        os.close(fd)
+            res.removed += 1
     if ctx.progress is not None:
         ctx.progress(len(names) if names is not None else len(node.files))
     return res
 
 
 def _ensure_dirs(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], fresh: bool, problems: list[str]) -> set[str]:
-    """Create every real directory (parents first); returns those created or replaced."""
+    """Open (creating where missing) every real directory, parents first, into ``ctx.dir_fds``.
+
+    Each one is made and opened relative to its parent's fd with O_NOFOLLOW, so no component
+    of any path written to is ever a symlink (a symlink or file where a directory belongs is
+    replaced). Returns the directories created or replaced. In a dry run, missing directories
+    (and so their subtrees) get no fd."""
     made: set[str] = set()
+    fds = ctx.dir_fds
+    fds[""] = os.open(ctx.root, _DIR_FLAGS)
     for rel, _node in dirs:
         if not rel:
             continue
-        path = f"{ctx.root}/{rel}"
+        parent, _, name = rel.rpartition("/")
+        pfd = fds.get(parent)
+        if pfd is None:
+            continue  # beneath a missing directory (dry run)
         if not fresh:
             try:
-                st = os.lstat(path)
-            except (FileNotFoundError, NotADirectoryError):
-                st = None
-            if st is not None and stat.S_ISDIR(st.st_mode):
+                fd = os.open(name, _DIR_FLAGS, dir_fd=pfd)
+            except FileNotFoundError:
+                what = "missing"
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                what = "not a directory"
+            else:
+                fds[rel] = fd
+                st = os.fstat(fd)
                 if stat.S_IMODE(st.st_mode) != DIR_MODE or st.st_mtime_ns != MOTHER_NS:
                     problems.append(f"{rel}/: directory mode or time differs")
                 continue
-            problems.append(f"{rel}/: missing" if st is None else f"{rel}/: not a directory")
+            problems.append(f"{rel}/: {what}")
             if ctx.dry_run:
                 continue
-            if st is not None:
-                os.unlink(path)
+            if what != "missing":
+                os.unlink(name, dir_fd=pfd)
         elif ctx.dry_run:
             continue
         try:
-            os.mkdir(path, DIR_MODE)
+            os.mkdir(name, DIR_MODE, dir_fd=pfd)
         except OSError as exc:
             raise_for_disk(exc, rel)
+        fds[rel] = os.open(name, _DIR_FLAGS, dir_fd=pfd)
         made.add(rel)
     return made
 
 
-def _finish_dirs(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], force: bool) -> None:
-    """Directories: mode 0o750 and mother time, set after their contents are done."""
+def _finish_dirs(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], force: bool, fresh: bool = False) -> None:
+    """Directories: mode 0o750 and mother time, set after their contents are done.
+
+    In a fresh build every directory was made with DIR_MODE: chmod only if the umask took bits."""
+    chmod = not fresh or bool(DIR_MODE & ctx.linker.chmod_after)
     for rel, _node in reversed(dirs):
-        path = f"{ctx.root}/{rel}" if rel else ctx.root
+        fd = ctx.dir_fds[rel]
         if not force:
-            st = os.lstat(path)
+            st = os.fstat(fd)
             if stat.S_IMODE(st.st_mode) == DIR_MODE and st.st_mtime_ns == MOTHER_NS:
                 continue
-        os.chmod(path, DIR_MODE, follow_symlinks=False)
-        os.utime(path, ns=(MOTHER_NS, MOTHER_NS), follow_symlinks=False)
+        if chmod:
+            os.fchmod(fd, DIR_MODE)
+        os.utime(fd, ns=(MOTHER_NS, MOTHER_NS))
+
+
+def _close_dirs(ctx: _Ctx) -> None:
+    for fd in ctx.dir_fds.values():
+        os.close(fd)
+    ctx.dir_fds.clear()
 
 
 def _run_tasks(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], scan: bool, workers: int) -> _DirResult:
@@ -556,12 +600,15 @@ def materialize(catalog: Catalog, lib: Hololib, target: str | os.PathLike[str],
             State.write(spath, complete=False, fingerprint=journal_fp, blob=journal_blob)
         ctx = _Ctx(lib=lib, relocation=relocation, linker=linker, store=store, policy=opts.verify,
                    keep_special=opts.keep_special_bits, root=build, known=known, same_catalog=same,
-                   target_dev=os.stat(build).st_dev, progress=opts.progress)
+                   direct=fresh, target_dev=os.stat(build).st_dev, progress=opts.progress)
         try:
             problems: list[str] = []
-            made = _ensure_dirs(ctx, dirs, fresh, problems)
-            total = _run_tasks(ctx, dirs, scan=not fresh, workers=opts.workers)
-            _finish_dirs(ctx, dirs, force=fresh or bool(made) or total.dir_changed)
+            try:
+                made = _ensure_dirs(ctx, dirs, fresh, problems)
+                total = _run_tasks(ctx, dirs, scan=not fresh, workers=opts.workers)
+                _finish_dirs(ctx, dirs, force=fresh or bool(made) or total.dir_changed, fresh=fresh)
+            finally:
+                _close_dirs(ctx)
             if fresh:
                 os.rename(build, target)
         except BaseException as exc:
@@ -604,9 +651,11 @@ def check(catalog: Catalog, lib: Hololib, target: str | os.PathLike[str], *, rel
             problems.append("./: directory mode or time differs")
     except OSError:
         pass
-    _ensure_dirs(ctx, dirs, False, problems)
-    missing = {p.split("/: ")[0] for p in problems if p.endswith(": missing") or p.endswith("not a directory")}
-    live = [(r, n) for r, n in dirs if not any(r == m or r.startswith(m + "/") for m in missing)]
-    total = _run_tasks(ctx, live, scan=True, workers=workers)
+    try:
+        _ensure_dirs(ctx, dirs, False, problems)
+        live = [(r, n) for r, n in dirs if r in ctx.dir_fds]  # not beneath a missing directory
+        total = _run_tasks(ctx, live, scan=True, workers=workers)
+    finally:
+        _close_dirs(ctx)
     problems.extend(total.problems)
     return CheckReport(target, "modified" if problems else "complete", sorted(problems))

@@ -44,7 +44,7 @@ import zstandard
 from .catalog import FileEntry
 from .digest import SIPHASH128, algorithm_of, new_hasher, siphash128
 from .errors import CatalogError, CorruptBlob, MissingBlob
-from .fsutil import raise_for_disk
+from .fsutil import current_umask, raise_for_disk
 from .library import GZIP_MAGIC, ZSTD_MAGIC, Hololib
 from .relocation import Relocation
 
@@ -102,6 +102,9 @@ class Linker:
         self._cfr: dict[tuple[int, int], bool] = {}
         self._warned: dict[str, str] = {}
         self._lock = threading.Lock()
+        # Mode bits a create cannot be trusted to set (fchmod follows): those the umask strips,
+        # and the special bits (a later write by a non-root process clears setuid/setgid).
+        self.chmod_after = current_umask() | 0o7000
 
     # -- bookkeeping -----------------------------------------------------------------
 
@@ -324,9 +327,10 @@ def produce_file(
 ) -> ProduceResult:
     """Write ``entry``'s content (relocated) to the new file ``dest``.
 
-    ``dest`` is created with O_EXCL|O_NOFOLLOW (relative to ``dir_fd``); the caller renames it
-    into place. ``perm`` and ``times_ns`` (mtime=atime), when given, are applied through the
-    open fd. With ``verified_store`` and ``policy`` the decision to hash is taken here from
+    ``dest`` is created with O_EXCL|O_NOFOLLOW (relative to ``dir_fd``), with ``perm`` as its
+    mode (``fchmod`` follows only for bits the umask strips or special bits); the caller renames
+    it into place unless it builds in a private directory. ``times_ns`` (mtime=atime), when given,
+    is applied through the open fd. With ``verified_store`` and ``policy`` the decision to hash is taken here from
     the blob's fstat (``verify`` is then ignored) and a successful hash is recorded. On any
     error ``dest`` is removed. Symlink entries become symlinks with the recorded target."""
     t0 = time.perf_counter()
@@ -393,7 +397,7 @@ def produce_file(
                 return ProduceResult(HARDLINK, entry.size, verify)
 
         try:
-            dst = os.open(dest, _CREATE_FLAGS, 0o600, dir_fd=dir_fd)
+            dst = os.open(dest, _CREATE_FLAGS, 0o600 if perm is None else perm, dir_fd=dir_fd)
         except OSError as exc:
             raise_for_disk(exc, label)
         try:
@@ -407,7 +411,7 @@ def produce_file(
                 if not whole or not _produce_small(whole, dst, entry, encoding, verify, rewrites, ident, label):
                     os.lseek(src, 0, os.SEEK_SET)
                     _produce_stream(src, dst, entry, encoding, verify, rewrites, ident, label, strategy)
-            if perm is not None:
+            if perm is not None and perm & linker.chmod_after:
                 os.fchmod(dst, perm)
             if times_ns is not None:
                 os.utime(dst, ns=(times_ns, times_ns))

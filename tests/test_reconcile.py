@@ -219,3 +219,41 @@ def test_busy_target_waits_or_fails_with_no_wait(restored, tmp_path, holofs_cli)
     out, err = waiter.communicate(timeout=120)
     assert waiter.returncode == 0, err
     assert '"fresh": false' in out
+
+
+def test_directory_replaced_by_symlink_is_never_written_through(restored, tmp_path):
+    """A directory of the tree swapped for a symlink to elsewhere: the link is replaced by a
+    real directory and nothing is written where it pointed (every path component is opened
+    relative to its parent with O_NOFOLLOW)."""
+    tree, catalog, lib, target = restored
+    good = snapshot(target)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "sentinel").write_text("keep")
+    sub = target / "lib/python3.11/site-packages/demo"
+    shutil.rmtree(sub)
+    os.symlink(outside, sub)
+    materialize(catalog, lib, target, opts(tmp_path))
+    assert sorted(p.name for p in outside.iterdir()) == ["sentinel"]
+    assert (outside / "sentinel").read_text() == "keep"
+    assert not sub.is_symlink() and snapshot(target) == good
+
+
+@pytest.mark.parametrize("umask", [0o077, 0o000, 0o027])
+def test_modes_exact_whatever_the_umask(tmp_path, umask):
+    """Files are created with their final mode and chmodded only where the umask took bits."""
+    import subprocess
+    import sys
+
+    tree, catalog, lib = build_generated(tmp_path, "none")
+    reference = tmp_path / "ref" / TARGET_NAME
+    reference.parent.mkdir()
+    materialize(catalog, lib, reference, opts(tmp_path))
+    target = tmp_path / "dst" / TARGET_NAME
+    target.parent.mkdir()
+    code = ("import os, sys\nos.umask(int(sys.argv[1], 8))\nfrom holofs.cli import cli\n"
+            "cli(['materialize', '--relocate-name-only', '--no-progress', sys.argv[2], sys.argv[3]])\n")
+    proc = subprocess.run([sys.executable, "-c", code, f"{umask:o}", catalog.source, target],
+                          capture_output=True, text=True, env={**os.environ, "HOLOFS_CACHE": str(tmp_path / "c")})
+    assert proc.returncode == 0, proc.stderr
+    assert snapshot(target) == snapshot(reference)
