@@ -302,18 +302,23 @@ def encode_stream(source: BinaryIO, sink: BinaryIO, encoding: str, *, level: int
         raise UsageError(f"unknown compression {encoding!r}")
 
 
+def catalog_file(ref: str, hololib: str | os.PathLike[str] | None = None) -> tuple[Path, Hololib | None]:
+    """The catalog file named by path, or by name/blueprint inside ``hololib`` (not parsed).
+
+    Returns the path and the opened ``hololib`` (None: the library holding the catalog file)."""
+    path = Path(ref)
+    if hololib is not None:
+        lib = Hololib.open(hololib)
+        return (path if path.is_file() else lib.find_catalog(ref)), lib
+    if path.is_dir():
+        raise UsageError(f"{ref} is a directory: name a catalog file, or pass --hololib with a catalog name")
+    return path, None
+
+
 def resolve_catalog(ref: str, hololib: str | os.PathLike[str] | None = None) -> tuple[Catalog, Hololib]:
     """Read a catalog named by path, or by name/blueprint inside ``hololib``.
 
     Returns the catalog and the hololib holding its blobs."""
-    if hololib is not None:
-        lib = Hololib.open(hololib)
-        path = Path(ref)
-        if not path.is_file():
-            path = lib.find_catalog(ref)
-        return read_catalog(path), lib
-    path = Path(ref)
-    if path.is_dir():
-        raise UsageError(f"{ref} is a directory: name a catalog file, or pass --hololib with a catalog name")
+    path, lib = catalog_file(ref, hololib)
     catalog = read_catalog(path)
-    return catalog, Hololib.of_catalog(path)
+    return catalog, lib if lib is not None else Hololib.of_catalog(path)

@@ -11,11 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
-import gzip
-import hashlib
 import itertools
-import json
 import os
 import secrets
 import shutil
@@ -26,20 +22,30 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from .catalog import MOTHER_TIME, Catalog, DirEntry, FileEntry, catalog_bytes
+from .catalog import Catalog, DirEntry, FileEntry
 from .digest import algorithm_of, new_hasher
-from .errors import Busy, CatalogError, HolofsError, NoSpace, UnsafePath, UsageError
-from .fsutil import atomic_write_bytes, raise_for_disk
+from .errors import CatalogError, HolofsError, NoSpace, UnsafePath, UsageError
+from .fsutil import raise_for_disk
 from .library import Hololib
 from .modes import permissions
 from .relocation import Relocation, plan_relocation
+from .restore_state import (
+    DIR_MODE,
+    MOTHER_NS,
+    MaterializeReport,
+    State,
+    catalog_digests,
+    catalog_fingerprint,
+    catalog_manifest,
+    confirm_intact,
+    live_dirs,
+    state_path,
+    target_lock,
+)
 from .strategies import Linker, produce_file
 from .verification import VerifiedStore, VerifyPolicy
 
-MOTHER_NS = MOTHER_TIME * 1_000_000_000
-DIR_MODE = 0o750
 BATCH = 256
-STATE_VERSION = 1
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -59,30 +65,6 @@ class MaterializeOptions:
 
 
 @dataclass
-class MaterializeReport:
-    target: str
-    fresh: bool
-    files_written: int = 0
-    files_intact: int = 0
-    times_fixed: int = 0
-    symlinks: int = 0
-    dirs: int = 0
-    removed_extras: int = 0
-    verified_blobs: int = 0
-    strategies: dict[str, dict[str, float]] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "target": self.target, "fresh": self.fresh, "files_written": self.files_written,
-            "files_intact": self.files_intact, "times_fixed": self.times_fixed, "symlinks": self.symlinks,
-            "dirs": self.dirs, "removed_extras": self.removed_extras, "verified_blobs": self.verified_blobs,
-            "strategies": self.strategies, "warnings": self.warnings, "seconds": round(self.seconds, 6),
-        }
-
-
-@dataclass
 class CheckReport:
     target: str
     status: str  # complete | incomplete | modified
@@ -96,89 +78,14 @@ class CheckReport:
 # --- state file ------------------------------------------------------------------------
 
 
-def state_path(target: str) -> str:
-    parent, name = os.path.split(target)
-    return os.path.join(parent, f".{name}.holofs")
-
-
-def catalog_fingerprint(catalog: Catalog) -> str:
-    if catalog.source is not None:
-        try:
-            with open(catalog.source, "rb") as f:
-                return hashlib.sha256(f.read()).hexdigest()
-        except OSError:
-            pass
-    return hashlib.sha256(catalog_bytes(catalog)).hexdigest()
-
-
-class State:
-    """``<parent>/.<name>.holofs``: a one-line JSON header, then gzip'd ``{path: digest}``."""
-
-    def __init__(self, complete: bool = False, fingerprint: str = "", blob: bytes = b"") -> None:
-        self.complete = complete
-        self.fingerprint = fingerprint
-        self._blob = blob
-        self._digests: dict[str, str] | None = None
-
-    @classmethod
-    def read(cls, path: str) -> State | None:
-        try:
-            with open(path, "rb") as f:
-                header = json.loads(f.readline())
-                blob = f.read()
-        except (OSError, ValueError):
-            return None
-        if not isinstance(header, dict) or header.get("version") != STATE_VERSION:
-            return None
-        return cls(bool(header.get("complete")), str(header.get("catalog", "")), blob)
-
-    def digests(self) -> dict[str, str]:
-        if self._digests is None:
-            try:
-                self._digests = json.loads(gzip.decompress(self._blob)) if self._blob else {}
-            except (OSError, ValueError, EOFError):
-                self._digests = {}
-        return self._digests
-
-    @staticmethod
-    def write(path: str, *, complete: bool, fingerprint: str, blob: bytes) -> None:
-        header = json.dumps({"version": STATE_VERSION, "complete": complete, "catalog": fingerprint}).encode()
-        atomic_write_bytes(path, header + b"\n" + blob, mode=0o600)
-
-    @staticmethod
-    def encode_digests(digests: dict[str, str]) -> bytes:
-        return gzip.compress(json.dumps(digests, separators=(",", ":")).encode(), compresslevel=1, mtime=0)
-
-
-def catalog_digests(catalog: Catalog) -> dict[str, str]:
-    """``{path: digest}`` of every regular file a restore writes."""
-    out: dict[str, str] = {}
-    for rel, node in _live_dirs(catalog.tree):
-        for name, f in node.files.items():
-            if not f.symlink:
-                out[f"{rel}/{name}" if rel else name] = f.digest
-    return out
-
-
 # --- catalog walking -------------------------------------------------------------------
-
-
-def _live_dirs(tree: DirEntry):
-    """Real directories to restore, parents first (symlinked dirs and shadows excluded)."""
-    stack = [("", tree)]
-    while stack:
-        rel, node = stack.pop()
-        yield rel, node
-        for name, sub in node.subdirs.items():
-            if not sub.symlink and not sub.shadow:
-                stack.append((f"{rel}/{name}" if rel else name, sub))
 
 
 def _validate(catalog: Catalog) -> None:
     from .validate import validate_catalog
 
     validate_catalog(catalog)
-    for rel, node in _live_dirs(catalog.tree):
+    for rel, node in live_dirs(catalog.tree):
         for name in (*node.subdirs, *node.files):
             if not name or name in (".", "..") or "/" in name or "\0" in name:
                 raise CatalogError(f"catalog entry {rel + '/' + name if rel else name!r}: unsafe name")
@@ -508,36 +415,6 @@ def _run_tasks(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], scan: bool, workers:
     return total
 
 
-def _lock(target: str, wait: bool, wait_hook: Callable[[str], None] | None) -> int:
-    """Hold ``.<name>.holofs.lock`` next to ``target``: one materialize per target at a time.
-
-    A second process waits (telling ``wait_hook`` who holds the lock) or, with ``wait=False``,
-    fails with :class:`Busy`. The holder's pid is written into the lock file for that message.
-    """
-    parent, name = os.path.split(target)
-    path = os.path.join(parent, f".{name}.holofs.lock")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
-            who = f"another holofs materialize (pid {holder})"
-            if not wait:
-                raise Busy(f"{target} is being materialized by {who}; retry later or drop --no-wait") from None
-            if wait_hook is not None:
-                wait_hook(f"waiting for {who} to finish with {target}")
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
 def _prepare(catalog: Catalog, target: str, relocate_name_only: bool) -> tuple[str, Relocation]:
     target = os.path.abspath(os.fspath(target)).rstrip("/") or "/"
     _validate(catalog)
@@ -565,11 +442,12 @@ def materialize(catalog: Catalog, lib: Hololib, target: str | os.PathLike[str],
         cache_dir = os.fspath(default_cache_dir())
     linker = Linker(opts.strategy, opts.copy_patterns)
     store = VerifiedStore(cache_dir, buffered=True)
-    dirs = list(_live_dirs(catalog.tree))
+    dirs = list(live_dirs(catalog.tree))
     nfiles = sum(len(n.files) for _r, n in dirs)
     if opts.total_hook is not None:
         opts.total_hook(nfiles)
-    lock_fd = _lock(target, opts.wait, opts.wait_hook)
+    name_only = os.path.dirname(catalog.path) != os.path.dirname(target)
+    lock_fd = target_lock(target, opts.wait, opts.wait_hook)
     try:
         spath = state_path(target)
         fingerprint = catalog_fingerprint(catalog)
@@ -578,26 +456,32 @@ def materialize(catalog: Catalog, lib: Hololib, target: str | os.PathLike[str],
         for leftover in os.listdir(parent):  # staging dirs of crashed runs (we hold the lock)
             if leftover.startswith(f".{name}.holofs-staging-"):
                 shutil.rmtree(os.path.join(parent, leftover), ignore_errors=True)
+        state = None if fresh else State.read(spath)
+        intact = confirm_intact(state, target, fingerprint, verify=opts.verify, keep_special=opts.keep_special_bits,
+                                name_only_allowed=opts.relocate_name_only)
+        if intact is not None:
+            if opts.progress is not None:
+                opts.progress(nfiles)
+            return MaterializeReport(target=target, fresh=False, files_intact=intact, dirs=len(dirs),
+                                     seconds=time.perf_counter() - t0)
         if fresh:
             build = os.path.join(parent, f".{name}.holofs-staging-{os.getpid()}")
             os.mkdir(build, DIR_MODE)
             known, same = {}, True
         else:
             build = target
-            state = State.read(spath)
             same = state is not None and state.complete and state.fingerprint == fingerprint
             known = None
+            journal_fp, journal_body = "", b""
             if same:
-                journal_fp, journal_blob = fingerprint, state._blob
-            else:
-                journal_fp, journal_blob = "", b""
-                if state is not None:
-                    # Paths whose digest changes are uncertain until the restore completes.
-                    new = catalog_digests(catalog)
-                    known = {p: d for p, d in state.digests().items() if new.get(p) == d}
-                    journal_blob = State.encode_digests(known)
+                journal_fp, journal_body = fingerprint, state.blob
+            elif state is not None:
+                # Paths whose digest changes are uncertain until the restore completes.
+                new = catalog_digests(catalog)
+                known = {p: d for p, d in state.digests().items() if new.get(p) == d}
+                journal_body = {"digests": known}
             # Journal: incomplete until everything is done.
-            State.write(spath, complete=False, fingerprint=journal_fp, blob=journal_blob)
+            State.write(spath, complete=False, fingerprint=journal_fp, body=journal_body)
         ctx = _Ctx(lib=lib, relocation=relocation, linker=linker, store=store, policy=opts.verify,
                    keep_special=opts.keep_special_bits, root=build, known=known, same_catalog=same,
                    direct=fresh, target_dev=os.stat(build).st_dev, progress=opts.progress)
@@ -617,7 +501,8 @@ def materialize(catalog: Catalog, lib: Hololib, target: str | os.PathLike[str],
             if isinstance(exc, OSError):
                 raise _os_error(exc, target) from None
             raise
-        State.write(spath, complete=True, fingerprint=fingerprint, blob=State.encode_digests(catalog_digests(catalog)))
+        State.write(spath, complete=True, fingerprint=fingerprint, body={"manifest": catalog_manifest(catalog, ctx.perm)},
+                    keep_special=opts.keep_special_bits, name_only=name_only)
     finally:
         store.flush()
         os.close(lock_fd)
@@ -639,11 +524,15 @@ def check(catalog: Catalog, lib: Hololib, target: str | os.PathLike[str], *, rel
     state = State.read(state_path(target))
     if state is None or not state.complete:
         return CheckReport(target, "incomplete", ["no record of a completed restore"])
-    same = state.fingerprint == catalog_fingerprint(catalog)
+    fingerprint = catalog_fingerprint(catalog)
+    if confirm_intact(state, target, fingerprint, verify=verify, keep_special=keep_special_bits,
+                      name_only_allowed=relocate_name_only) is not None:
+        return CheckReport(target, "complete", [])
+    same = state.fingerprint == fingerprint
     ctx = _Ctx(lib=lib, relocation=relocation, linker=Linker(), store=VerifiedStore(os.devnull), policy=verify,
                keep_special=keep_special_bits, root=target, known=None if same else state.digests(),
                same_catalog=same, dry_run=True)
-    dirs = list(_live_dirs(catalog.tree))
+    dirs = list(live_dirs(catalog.tree))
     problems: list[str] = []
     try:
         st = os.lstat(target)

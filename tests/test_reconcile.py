@@ -257,3 +257,63 @@ def test_modes_exact_whatever_the_umask(tmp_path, umask):
                           capture_output=True, text=True, env={**os.environ, "HOLOFS_CACHE": str(tmp_path / "c")})
     assert proc.returncode == 0, proc.stderr
     assert snapshot(target) == snapshot(reference)
+
+
+def test_rerun_on_intact_tree_reads_no_catalog_and_writes_nothing(restored, tmp_path, holofs_cli):
+    """The quick path: the state file's manifest confirms an intact tree and nothing at all is
+    written; every kind of damage still takes the full path and is repaired."""
+    tree, catalog, lib, target = restored
+    args = ("materialize", "--relocate-name-only", "--json", catalog.source, target)
+    holofs_cli(*args, check=True)  # the CLI's own complete restore: state has a manifest
+    spath = state_path(str(target))
+    before = (_identities(target), os.stat(spath).st_ino, os.stat(spath).st_mtime_ns)
+    out = json.loads(holofs_cli(*args, check=True).stdout)
+    assert out["files_written"] == 0 and out["files_intact"] == len(tree.files) + len(tree.symlinks)
+    assert (_identities(target), os.stat(spath).st_ino, os.stat(spath).st_mtime_ns) == before
+    good = snapshot(target)
+    core = target / "lib/python3.11/site-packages/demo/core.py"
+    damages = [
+        lambda: os.chmod(core, 0o600),                                   # mode
+        lambda: os.utime(core, (1, 1)),                                  # mtime
+        lambda: (target / "lib/extra").write_text("x"),                  # extra file
+        lambda: os.unlink(target / "bin/python3"),                       # missing symlink
+        lambda: (os.unlink(target / "bin/python3"), os.symlink("elsewhere", target / "bin/python3")),
+        lambda: (target / "share/new-dir").mkdir(),                      # extra directory
+        lambda: os.chmod(target / "lib", 0o755),                         # directory mode
+        lambda: core.write_bytes(core.read_bytes() + b"#"),              # size
+    ]
+    for damage in damages:
+        damage()
+        holofs_cli(*args, check=True)
+        assert snapshot(target) == good
+    # Options that change the result never take the quick path.
+    proc = holofs_cli("materialize", "--json", catalog.source, target)
+    assert proc.returncode != 0 and "--relocate-name-only" in proc.stderr  # base dir rule still enforced
+    # Same size, mode and mtime, other bytes: only --verify always (which hashes existing files
+    # in the full reconcile) can see it, so it never takes the quick path.
+    data = core.read_bytes()
+    core.write_bytes(bytes([data[0] ^ 1]) + data[1:])
+    os.utime(core, ns=(1610000000 * 10**9, 1610000000 * 10**9))
+    assert json.loads(holofs_cli(*args, check=True).stdout)["files_written"] == 0
+    out = json.loads(holofs_cli(*args, "--verify", "always", check=True).stdout)
+    assert out["files_written"] == 1 and snapshot(target) == good
+
+
+def test_state_file_of_an_older_holofs_is_understood(restored, tmp_path):
+    """A version-1 state (gzip'd {path: digest}) still tells which files are known."""
+    import gzip
+
+    tree, catalog, lib, target = restored
+    spath = state_path(str(target))
+    with open(spath, "rb") as f:
+        header = json.loads(f.readline())
+    from holofs.restore_state import State, catalog_digests
+
+    digests = catalog_digests(catalog)
+    with open(spath, "wb") as f:
+        f.write(json.dumps({"version": 1, "complete": True, "catalog": header["catalog"]}).encode() + b"\n")
+        f.write(gzip.compress(json.dumps(digests).encode()))
+    assert State.read(spath).digests() == digests
+    before = _identities(target)
+    report = materialize(catalog, lib, target, opts(tmp_path))
+    assert report.files_written == 0 and _identities(target) == before

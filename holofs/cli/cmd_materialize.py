@@ -44,19 +44,41 @@ def materialize_cmd(catalog: str, directory: str, hololib: str | None, strategy:
     and (unless --relocate-name-only) live in the recorded base directory. An existing
     DIRECTORY is reconciled: extras removed, wrong files replaced, correct files untouched."""
     from ..config import load_settings
-    from ..library import resolve_catalog
-    from ..materializer import MaterializeOptions, check, materialize
-    from ..verification import VerifyPolicy
-    from .output import emit_json, human_bytes, progress
+    from ..library import catalog_file
+    from ..restore_state import reconcile_if_intact
 
     settings = load_settings({"strategy": strategy, "verify": verify, "workers": workers,
                               "fast": True if fast else None, "copy_patterns": copy_patterns or None})
-    cat, lib = resolve_catalog(catalog, hololib)
+    path, lib = catalog_file(catalog, hololib)
+
+    def wait_hook(message: str) -> None:
+        click.echo(f"holofs: {message}", err=True)
+
+    if not check_only:
+        # A rerun on an intact tree is confirmed from the last restore's manifest: no catalog
+        # parse, no heavy imports, nothing written.
+        report = reconcile_if_intact(path, directory, verify=settings.verify, keep_special=keep_special_bits,
+                                     name_only_allowed=relocate_name_only, wait=not no_wait, wait_hook=wait_hook)
+        if report is not None:
+            _print_report(report, as_json)
+            return
+
+    from ..catalog import read_catalog
+    from ..library import Hololib
+    from ..materializer import MaterializeOptions, check, materialize
+    from ..verification import VerifyPolicy
+    from .output import progress
+
+    def load() -> tuple[Any, Any]:
+        return read_catalog(path), lib if lib is not None else Hololib.of_catalog(path)
+
     if check_only:
-        report = check(cat, lib, directory, relocate_name_only=relocate_name_only,
+        report = check(*load(), directory, relocate_name_only=relocate_name_only,
                        verify=VerifyPolicy(settings.verify), keep_special_bits=keep_special_bits,
                        workers=settings.workers)
         if as_json:
+            from .output import emit_json
+
             emit_json(report.as_dict())
         else:
             click.echo(f"{report.status}: {report.target}")
@@ -66,24 +88,30 @@ def materialize_cmd(catalog: str, directory: str, hololib: str | None, strategy:
                 click.echo(f"  ... and {len(report.problems) - 50} more")
         raise SystemExit(0 if report.status == "complete" else 1)
 
+    options = MaterializeOptions(
+        strategy=settings.strategy, verify=VerifyPolicy(settings.verify), workers=settings.workers,
+        keep_special_bits=keep_special_bits, relocate_name_only=relocate_name_only,
+        copy_patterns=settings.copy_patterns, cache_dir=settings.cache_dir, wait=not no_wait, wait_hook=wait_hook,
+    )
     with contextlib.ExitStack() as stack:
         bar: list[Any] = []
 
         def total_hook(total: int) -> None:
-            bar.append(stack.enter_context(progress("materializing", total, enabled=not no_progress and not as_json)))
+            bar.append(stack.enter_context(progress("materializing", total,
+                                                    enabled=not no_progress and not as_json)))
 
         def advance(n: int) -> None:
             if bar:
                 bar[0].advance(n)
 
-        options = MaterializeOptions(
-            strategy=settings.strategy, verify=VerifyPolicy(settings.verify), workers=settings.workers,
-            keep_special_bits=keep_special_bits, relocate_name_only=relocate_name_only,
-            copy_patterns=settings.copy_patterns, cache_dir=settings.cache_dir, progress=advance,
-            total_hook=total_hook, wait=not no_wait,
-            wait_hook=lambda message: click.echo(f"holofs: {message}", err=True),
-        )
-        report = materialize(cat, lib, directory, options)
+        options.progress, options.total_hook = advance, total_hook
+        report = materialize(*load(), directory, options)
+    _print_report(report, as_json)
+
+
+def _print_report(report: Any, as_json: bool) -> None:
+    from .output import emit_json, human_bytes
+
     if as_json:
         emit_json(report.as_dict())
         return
