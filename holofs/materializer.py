@@ -167,14 +167,16 @@ def _os_error(exc: OSError, where: str) -> HolofsError:
     return HolofsError(f"{where}: {exc.strerror or exc}")
 
 
-def _dir_task(ctx: _Ctx, rel: str, node: DirEntry, names: list[str] | None, scan: bool, handle_extras: bool) -> _DirResult:
-    """Reconcile (or fill) one directory; ``names`` limits the work to a batch of its files."""
+def _dir_task(ctx: _Ctx, units: list[tuple[str, DirEntry, list[str] | None, bool]], scan: bool) -> _DirResult:
+    """Reconcile (or fill) a few directories, or a batch of one big directory's files."""
     res = _DirResult()
-    res.current = rel or "."
-    try:
-        return _dir_work(ctx, rel, node, names, scan, handle_extras, res)
-    except OSError as exc:
-        raise _os_error(exc, res.current) from None
+    for rel, node, names, handle_extras in units:
+        res.current = rel or "."
+        try:
+            _dir_work(ctx, rel, node, names, scan, handle_extras, res)
+        except OSError as exc:
+            raise _os_error(exc, res.current) from None
+    return res
 
 
 def _dir_work(ctx: _Ctx, rel: str, node: DirEntry, names: list[str] | None, scan: bool, handle_extras: bool,
@@ -377,18 +379,27 @@ def _close_dirs(ctx: _Ctx) -> None:
 
 def _run_tasks(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], scan: bool, workers: int) -> _DirResult:
     total = _DirResult()
-    jobs: list[tuple[str, DirEntry, list[str] | None, bool]] = []
+    # Work units: a directory, or a batch of a big one's files (the first batch also scans for
+    # extras and skips names owned by the other batches). Small directories are grouped into
+    # jobs of about BATCH files, so that there are few tasks for the pool to hand out.
+    jobs: list[list[tuple[str, DirEntry, list[str] | None, bool]]] = []
+    job: list[tuple[str, DirEntry, list[str] | None, bool]] = []
+    size = 0
     for rel, node in dirs:
         names = list(node.files)
         if len(names) <= BATCH:
-            jobs.append((rel, node, None, True))
+            job.append((rel, node, None, True))
+            size += len(names) + 1
+            if size >= BATCH:
+                jobs.append(job)
+                job, size = [], 0
         else:
             for i in range(0, len(names), BATCH):
-                jobs.append((rel, node, names[i : i + BATCH], i == 0))
-    # A batch of a big directory handles extras only when it sees every name: give the
-    # first batch the scan, and let it skip names owned by the other batches.
+                jobs.append([(rel, node, names[i : i + BATCH], i == 0)])
+    if job:
+        jobs.append(job)
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="holofs-mat") as pool:
-        futures = [pool.submit(_dir_task, ctx, rel, node, names, scan, extras) for rel, node, names, extras in jobs]
+        futures = [pool.submit(_dir_task, ctx, units, scan) for units in jobs]
         done, pending = wait(futures, return_when=FIRST_EXCEPTION)
         for f in pending:
             f.cancel()

@@ -132,14 +132,16 @@ class Linker:
 
     def must_copy(self, path: str) -> bool:
         """True if ``path`` matches a copy pattern (always copied, never reflinked)."""
-        return any(fnmatch.fnmatchcase(path, pat) for pat in self.copy_patterns)
+        return bool(self.copy_patterns) and any(fnmatch.fnmatchcase(path, pat) for pat in self.copy_patterns)
 
     def reflink_known(self, pair: tuple[int, int]) -> bool | None:
         return self._reflink.get(pair)
 
     def _set(self, table: dict[tuple[int, int], bool], pair: tuple[int, int], ok: bool) -> None:
-        with self._lock:
-            table.setdefault(pair, ok)
+        """Learn once per pair (the first answer sticks)."""
+        if pair not in table:
+            with self._lock:
+                table.setdefault(pair, ok)
 
     def as_dict(self) -> dict[str, dict[str, float]]:
         with self._lock:
@@ -523,11 +525,20 @@ def _produce_small(data: bytes, dst: int, entry: FileEntry, encoding: str, verif
         if not d.eof or d.unused_data:
             return False  # truncated, or several members: let the streaming path say which
     elif encoding == "zstd":
+        # Frames written by streaming compressors (holofs' own, RCC's) often leave the content
+        # size out: decode them in one call too, never into more than size + 1 bytes. Bytes
+        # after a complete frame of the right size are ignored (the content is what is hashed).
         try:
-            if zstandard.frame_content_size(data) != size:
-                return False
-            out = _zstd_dctx().decompress(data)
+            declared = zstandard.frame_content_size(data)
+            if declared == -1:
+                out = _zstd_dctx().decompress(data, max_output_size=size + 1)
+            elif declared == size:
+                out = _zstd_dctx().decompress(data)
+            else:
+                return False  # the streaming path names the size mismatch
         except zstandard.ZstdError:
+            return False
+        if len(out) != size:
             return False
     else:
         out = data

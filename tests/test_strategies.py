@@ -153,6 +153,38 @@ def test_decompression_bomb_stops_early(tmp_path, codec):
         assert not (tmp_path / "out").exists()
 
 
+def _zstd_streamed(data: bytes) -> bytes:
+    """A zstd frame without a content size in its header, as streaming compressors write."""
+    import io
+
+    out = io.BytesIO()
+    zstandard.ZstdCompressor().copy_stream(io.BytesIO(data), out)
+    assert zstandard.frame_content_size(out.getvalue()) == -1
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (bytes(64 << 20), "more than the recorded"),    # bomb: 64 MiB from a few KiB
+    (b"hel", "decodes to 3 bytes"),                  # short
+    (b"hello!", None),                               # right: decoded in one call
+])
+def test_zstd_frames_without_content_size(tmp_path, content, message):
+    import hashlib
+
+    good = b"hello!"
+    digest = hashlib.sha256(good).hexdigest()
+    lib = _lib_with(tmp_path, digest, _zstd_streamed(content))
+    entry = FileEntry(name="f", size=len(good), mode=0o644, digest=digest)
+    out = tmp_path / "out"
+    if message is None:
+        produce_file(lib, entry, out, relocation=None, verify=True, linker=Linker(), label="x/f")
+        assert out.read_bytes() == good
+        return
+    with pytest.raises(CorruptBlob, match=message):
+        produce_file(lib, entry, out, relocation=None, verify=False, linker=Linker(), label="x/f")
+    assert not out.exists()
+
+
 def test_rewrites_across_chunks_and_no_follow(tmp_path):
     import hashlib
 
