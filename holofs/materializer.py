@@ -22,6 +22,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import forkpool
 from .catalog import Catalog, DirEntry, FileEntry
 from .digest import algorithm_of, new_hasher
 from .errors import CatalogError, HolofsError, NoSpace, UnsafePath, UsageError
@@ -46,6 +47,9 @@ from .strategies import Linker, produce_file
 from .verification import VerifiedStore, VerifyPolicy
 
 BATCH = 256
+FORK_MIN_FILES = 2000  # below this, forking worker processes costs more than it saves
+# A unit of work: (directory, its node, a batch of its file names or None for all, handle extras).
+Job = list[tuple[str, DirEntry, "list[str] | None", bool]]
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -134,6 +138,16 @@ class _DirResult:
     dir_changed: bool = False
     current: str = ""
 
+    def add(self, other: _DirResult) -> None:
+        self.written += other.written
+        self.intact += other.intact
+        self.times_fixed += other.times_fixed
+        self.symlinks += other.symlinks
+        self.removed += other.removed
+        self.verified += other.verified
+        self.problems.extend(other.problems)
+        self.dir_changed |= other.dir_changed
+
 
 def _remove_any(dir_fd: int, name: str, st_mode: int) -> None:
     if stat.S_ISDIR(st_mode):
@@ -167,7 +181,7 @@ def _os_error(exc: OSError, where: str) -> HolofsError:
     return HolofsError(f"{where}: {exc.strerror or exc}")
 
 
-def _dir_task(ctx: _Ctx, units: list[tuple[str, DirEntry, list[str] | None, bool]], scan: bool) -> _DirResult:
+def _dir_task(ctx: _Ctx, units: Job, scan: bool) -> _DirResult:
     """Reconcile (or fill) a few directories, or a batch of one big directory's files."""
     res = _DirResult()
     for rel, node, names, handle_extras in units:
@@ -377,13 +391,12 @@ def _close_dirs(ctx: _Ctx) -> None:
     ctx.dir_fds.clear()
 
 
-def _run_tasks(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], scan: bool, workers: int) -> _DirResult:
-    total = _DirResult()
-    # Work units: a directory, or a batch of a big one's files (the first batch also scans for
-    # extras and skips names owned by the other batches). Small directories are grouped into
-    # jobs of about BATCH files, so that there are few tasks for the pool to hand out.
-    jobs: list[list[tuple[str, DirEntry, list[str] | None, bool]]] = []
-    job: list[tuple[str, DirEntry, list[str] | None, bool]] = []
+def _make_jobs(dirs: list[tuple[str, DirEntry]]) -> list[Job]:
+    """Work units: a directory, or a batch of a big one's files (the first batch also scans for
+    extras and skips names owned by the other batches). Small directories are grouped into jobs
+    of about BATCH files, so that there are few tasks to hand out."""
+    jobs: list[Job] = []
+    job: Job = []
     size = 0
     for rel, node in dirs:
         names = list(node.files)
@@ -398,6 +411,36 @@ def _run_tasks(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], scan: bool, workers:
                 jobs.append([(rel, node, names[i : i + BATCH], i == 0)])
     if job:
         jobs.append(job)
+    return jobs
+
+
+def _run_tasks(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], scan: bool, workers: int) -> _DirResult:
+    """Run every directory's work: in forked processes when the tree is big enough to pay for
+    them (per-file Python work is GIL-bound), each with a few threads (syscalls overlap)."""
+    jobs = _make_jobs(dirs)
+    nfiles = sum(len(node.files) for _rel, node in dirs)
+    procs = min(workers, forkpool.cpu_count(), len(jobs)) if forkpool.available() else 1
+    if procs < 2 or nfiles < FORK_MIN_FILES:
+        return _run_jobs(ctx, jobs, scan, workers)
+    threads = max(1, -(-workers // procs))
+    progress = ctx.progress
+
+    def work(share: list[Job], report: Callable[[int], None]) -> tuple[_DirResult, dict, list[str]]:
+        ctx.progress = report
+        try:
+            return _run_jobs(ctx, share, scan, threads), ctx.linker.as_dict(), ctx.linker.warnings
+        finally:
+            ctx.store.flush()
+
+    total = _DirResult()
+    for result, counters, warnings in forkpool.run_forked(work, [jobs[i::procs] for i in range(procs)], progress):
+        total.add(result)
+        ctx.linker.absorb(counters, warnings)
+    return total
+
+
+def _run_jobs(ctx: _Ctx, jobs: list[Job], scan: bool, workers: int) -> _DirResult:
+    total = _DirResult()
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="holofs-mat") as pool:
         futures = [pool.submit(_dir_task, ctx, units, scan) for units in jobs]
         done, pending = wait(futures, return_when=FIRST_EXCEPTION)
@@ -413,14 +456,7 @@ def _run_tasks(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], scan: bool, workers:
                 if error is None or (isinstance(exc, HolofsError) and not isinstance(error, HolofsError)):
                     error = exc
                 continue
-            total.written += r.written
-            total.intact += r.intact
-            total.times_fixed += r.times_fixed
-            total.symlinks += r.symlinks
-            total.removed += r.removed
-            total.verified += r.verified
-            total.problems.extend(r.problems)
-            total.dir_changed |= r.dir_changed
+            total.add(r)
         if error is not None:
             raise error
     return total

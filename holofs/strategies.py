@@ -117,6 +117,17 @@ class Linker:
             c.bytes += nbytes
             c.seconds += seconds
 
+    def absorb(self, counters: dict[str, dict[str, float]], warnings: list[str]) -> None:
+        """Add another Linker's :meth:`as_dict` counters and warnings (already shown) to this one."""
+        with self._lock:
+            for name, c in counters.items():
+                mine = self.counters.setdefault(name, StrategyCounter())
+                mine.files += int(c["files"])
+                mine.bytes += int(c["bytes"])
+                mine.seconds += c["seconds"]
+            for message in warnings:
+                self._warned.setdefault(f"absorbed:{message}", message)
+
     def warn_once(self, key: str, message: str) -> None:
         with self._lock:
             if key in self._warned:

@@ -383,3 +383,98 @@ def test_verified_store_many_processes(tmp_path):
     assert not any(store.needs_check(f"{i:064x}", p, VerifyPolicy.TRUSTED) for i, p in enumerate(blobs))
     leftovers = [p for p in (tmp_path / "cache").rglob("*") if ".part" in p.name]
     assert not leftovers
+
+
+# --- worker processes ---------------------------------------------------------------
+
+
+def test_forked_workers_on_a_tree_with_many_directories(tmp_path, monkeypatch):
+    """Past FORK_MIN_FILES the work runs in forked processes; with > 1024 directories the parent
+    holds more fds than select() can take (the pool must not care). Counters come back merged."""
+    from holofs import forkpool, materializer
+
+    monkeypatch.setattr(forkpool, "cpu_count", lambda: 2)  # fork even on a one-core runner
+    forks: list[int] = []
+    real = forkpool.run_forked
+    monkeypatch.setattr(forkpool, "run_forked", lambda work, shares, progress=None: (
+        forks.append(len(shares)), real(work, shares, progress))[1])
+
+    extra = {f"lib/many/d{i:04d}/m.py": b"# %d\n" % i + os.urandom(i % 700) for i in range(1100)}
+    extra.update({f"lib/flat/f{i:04d}.txt": os.urandom(i % 300) for i in range(materializer.FORK_MIN_FILES)})
+    tree, catalog, lib = build_generated(tmp_path, "zstd", extra=extra)
+    target = _fresh_target(tmp_path)
+    ticks: list[int] = []
+    report = materialize(catalog, lib, target, opts(tmp_path, workers=4, progress=ticks.append))
+    assert_restored(catalog, lib, target)
+    nfiles = sum(1 for e in live_paths(catalog).values() if hasattr(e, "digest") and not e.symlink)
+    assert sum(int(c["files"]) for name, c in report.strategies.items() if name != "symlink") == nfiles
+    assert forks == [2]
+    assert report.files_written == nfiles and sum(ticks) >= nfiles  # progress came through the pipes
+    assert report.verified_blobs == len({e.digest for e in live_paths(catalog).values()
+                                         if hasattr(e, "digest") and not e.symlink})
+
+
+def test_forked_worker_error_reaches_the_caller(tmp_path, monkeypatch):
+    """A corrupt blob found in a worker process fails the run like in a thread: the caller gets
+    the CorruptBlob naming the entry, and neither the target nor a staging dir is left."""
+    from holofs import forkpool, materializer
+
+    monkeypatch.setattr(materializer, "FORK_MIN_FILES", 1)
+    monkeypatch.setattr(forkpool, "cpu_count", lambda: 2)
+    tree, catalog, lib = build_generated(tmp_path, "gzip")
+    rel, entry = _first_blob(catalog, lib)
+    blob = lib.blob_path(entry.digest)
+    data = bytearray(gzip.decompress(blob.read_bytes()))
+    data[0] ^= 1
+    blob.write_bytes(gzip.compress(bytes(data)))
+    target = _fresh_target(tmp_path)
+    with pytest.raises(CorruptBlob, match=entry.digest):
+        materialize(catalog, lib, target, opts(tmp_path, workers=2))
+    assert not target.exists()
+    assert not [p for p in target.parent.iterdir() if "staging" in p.name]
+
+
+def test_killed_parent_takes_its_worker_processes_along(tmp_path):
+    """kill -9 of the materialize process mid-run: its forked workers die with it (none keeps
+    writing into a staging dir the next run removes), and the next run completes exactly."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from holofs import materializer
+
+    extra = {f"lib/bulk/d{i % 50}/f{i}.txt": os.urandom(4096 + i % 8192) for i in range(materializer.FORK_MIN_FILES + 500)}
+    tree, catalog, lib = build_generated(tmp_path, "gzip", extra=extra)
+    target = _fresh_target(tmp_path)
+    marker = f"HOLOFS_TEST_RUN={tmp_path.name}"
+    env = {**os.environ, "HOLOFS_CACHE": str(tmp_path / "cache"), "HOLOFS_TEST_RUN": tmp_path.name}
+    cmd = [sys.executable, "-m", "holofs", "materialize", "--relocate-name-only", "--no-progress",
+           "--verify", "always", "--workers", "2", catalog.source, str(target)]
+
+    def ours() -> list[int]:
+        pids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/environ", "rb") as f:
+                        if marker.encode() in f.read().split(b"\0"):
+                            pids.append(int(entry))
+                except OSError:
+                    pass
+        return pids
+
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while len(ours()) < 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)  # until the workers are forked
+    assert proc.poll() is None, "materialize finished before its workers could be seen"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 0.5  # SIGKILL on parent death: gone at once, not when done
+    while ours() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ours() == [], "worker processes outlived their parent"
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    assert_restored(catalog, lib, target)
+    assert not [p for p in target.parent.iterdir() if "staging" in p.name]
