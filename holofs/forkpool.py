@@ -84,10 +84,13 @@ def _child(work: Callable[[Any, Callable[[int], None]], Any], share: Any, fd: in
 
 
 def run_forked(work: Callable[[Any, Callable[[int], None]], T], shares: list[Any],
-               progress: Callable[[int], None] | None = None) -> list[T]:
+               progress: Callable[[int], None] | None = None,
+               meanwhile: Callable[[], None] | None = None) -> list[T]:
     """``[work(share, progress) for share in shares]``, each in its own forked process.
 
-    The first exception raised in a child is re-raised here (after every child has ended)."""
+    ``meanwhile`` runs in this process once the children are started (work of the parent's
+    own that overlaps theirs). The first exception raised in a child is re-raised here (after
+    every child has ended)."""
     parent = os.getpid()
     children: dict[int, tuple[int, int]] = {}  # read fd -> (index, pid)
     results: list[Any] = [None] * len(shares)
@@ -106,6 +109,8 @@ def run_forked(work: Callable[[Any, Callable[[int], None]], T], shares: list[Any
             children[r] = (index, pid)
             buffers[r] = bytearray()
         gc.unfreeze()
+        if meanwhile is not None:
+            meanwhile()
         poller = select.poll()  # not select(): the caller may hold well over 1024 fds
         for fd in children:
             poller.register(fd, select.POLLIN)

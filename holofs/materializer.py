@@ -39,6 +39,7 @@ from .restore_state import (
     catalog_fingerprint,
     catalog_manifest,
     confirm_intact,
+    encode_body,
     live_dirs,
     state_path,
     target_lock,
@@ -414,14 +415,19 @@ def _make_jobs(dirs: list[tuple[str, DirEntry]]) -> list[Job]:
     return jobs
 
 
-def _run_tasks(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], scan: bool, workers: int) -> _DirResult:
+def _run_tasks(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], scan: bool, workers: int,
+               meanwhile: Callable[[], None] | None = None) -> _DirResult:
     """Run every directory's work: in forked processes when the tree is big enough to pay for
-    them (per-file Python work is GIL-bound), each with a few threads (syscalls overlap)."""
+    them (per-file Python work is GIL-bound), each with a few threads (syscalls overlap).
+    ``meanwhile`` is this process's own work, done while the workers run (or after them)."""
     jobs = _make_jobs(dirs)
     nfiles = sum(len(node.files) for _rel, node in dirs)
     procs = min(workers, forkpool.cpu_count(), len(jobs)) if forkpool.available() else 1
     if procs < 2 or nfiles < FORK_MIN_FILES:
-        return _run_jobs(ctx, jobs, scan, workers)
+        total = _run_jobs(ctx, jobs, scan, workers)
+        if meanwhile is not None:
+            meanwhile()
+        return total
     threads = max(1, -(-workers // procs))
     progress = ctx.progress
 
@@ -433,7 +439,8 @@ def _run_tasks(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], scan: bool, workers:
             ctx.store.flush()
 
     total = _DirResult()
-    for result, counters, warnings in forkpool.run_forked(work, [jobs[i::procs] for i in range(procs)], progress):
+    shares = [jobs[i::procs] for i in range(procs)]
+    for result, counters, warnings in forkpool.run_forked(work, shares, progress, meanwhile):
         total.add(result)
         ctx.linker.absorb(counters, warnings)
     return total
@@ -536,7 +543,12 @@ def materialize(catalog: Catalog, lib: Hololib, target: str | os.PathLike[str],
             problems: list[str] = []
             try:
                 made = _ensure_dirs(ctx, dirs, fresh, problems)
-                total = _run_tasks(ctx, dirs, scan=not fresh, workers=opts.workers)
+                body: list[bytes] = []  # the state's manifest, encoded while the workers run
+
+                def encode_manifest() -> None:
+                    body.append(encode_body({"manifest": catalog_manifest(catalog, ctx.perm)}))
+
+                total = _run_tasks(ctx, dirs, scan=not fresh, workers=opts.workers, meanwhile=encode_manifest)
                 _finish_dirs(ctx, dirs, force=fresh or bool(made) or total.dir_changed, fresh=fresh)
             finally:
                 _close_dirs(ctx)
@@ -548,8 +560,8 @@ def materialize(catalog: Catalog, lib: Hololib, target: str | os.PathLike[str],
             if isinstance(exc, OSError):
                 raise _os_error(exc, target) from None
             raise
-        State.write(spath, complete=True, fingerprint=fingerprint, body={"manifest": catalog_manifest(catalog, ctx.perm)},
-                    keep_special=opts.keep_special_bits, name_only=name_only)
+        State.write(spath, complete=True, fingerprint=fingerprint, body=body[0], keep_special=opts.keep_special_bits,
+                    name_only=name_only)
     finally:
         store.flush()
         os.close(lock_fd)

@@ -396,8 +396,8 @@ def test_forked_workers_on_a_tree_with_many_directories(tmp_path, monkeypatch):
     monkeypatch.setattr(forkpool, "cpu_count", lambda: 2)  # fork even on a one-core runner
     forks: list[int] = []
     real = forkpool.run_forked
-    monkeypatch.setattr(forkpool, "run_forked", lambda work, shares, progress=None: (
-        forks.append(len(shares)), real(work, shares, progress))[1])
+    monkeypatch.setattr(forkpool, "run_forked", lambda work, shares, *rest: (
+        forks.append(len(shares)), real(work, shares, *rest))[1])
 
     extra = {f"lib/many/d{i:04d}/m.py": b"# %d\n" % i + os.urandom(i % 700) for i in range(1100)}
     extra.update({f"lib/flat/f{i:04d}.txt": os.urandom(i % 300) for i in range(materializer.FORK_MIN_FILES)})
