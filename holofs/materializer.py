@@ -317,6 +317,11 @@ def _dir_files(ctx: _Ctx, rel: str, node: DirEntry, names: list[str] | None, fd:
                 _remove_any(fd, name, ex.stat(follow_symlinks=False).st_mode)
                 res.dir_changed = True
             res.removed += 1
+    if ctx.direct and names is None:
+        # A fresh directory done in one unit (its subdirectories were made before any unit
+        # ran): nothing changes it any more, so it gets its mode and mother time here, in
+        # parallel, instead of in _finish_dirs.
+        _stamp_dir(ctx, fd, True)
     if ctx.progress is not None:
         ctx.progress(len(names) if names is not None else len(node.files))
     return res
@@ -370,20 +375,25 @@ def _ensure_dirs(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], fresh: bool, probl
     return made
 
 
-def _finish_dirs(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], force: bool, fresh: bool = False) -> None:
-    """Directories: mode 0o750 and mother time, set after their contents are done.
+def _stamp_dir(ctx: _Ctx, fd: int, fresh: bool) -> None:
+    """Mode 0o750 (chmod only if a fresh mkdir's umask took bits) and mother time."""
+    if not fresh or DIR_MODE & ctx.linker.chmod_after:
+        os.fchmod(fd, DIR_MODE)
+    os.utime(fd, ns=(MOTHER_NS, MOTHER_NS))
 
-    In a fresh build every directory was made with DIR_MODE: chmod only if the umask took bits."""
-    chmod = not fresh or bool(DIR_MODE & ctx.linker.chmod_after)
-    for rel, _node in reversed(dirs):
+
+def _finish_dirs(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], force: bool, fresh: bool = False) -> None:
+    """Directories: mode 0o750 and mother time, set after their contents are done (in a fresh
+    build, those done in one unit of work were stamped by it)."""
+    for rel, node in reversed(dirs):
+        if fresh and len(node.files) <= BATCH:
+            continue
         fd = ctx.dir_fds[rel]
         if not force:
             st = os.fstat(fd)
             if stat.S_IMODE(st.st_mode) == DIR_MODE and st.st_mtime_ns == MOTHER_NS:
                 continue
-        if chmod:
-            os.fchmod(fd, DIR_MODE)
-        os.utime(fd, ns=(MOTHER_NS, MOTHER_NS))
+        _stamp_dir(ctx, fd, fresh)
 
 
 def _close_dirs(ctx: _Ctx) -> None:
