@@ -449,6 +449,8 @@ def _run_tasks(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], scan: bool, workers:
             ctx.store.flush()
 
     total = _DirResult()
+    if ctx.policy == VerifyPolicy.TRUSTED:
+        ctx.store.load()  # once, here: the workers inherit the record instead of each reading it
     shares = [jobs[i::procs] for i in range(procs)]
     for result, counters, warnings in forkpool.run_forked(work, shares, progress, meanwhile):
         total.add(result)

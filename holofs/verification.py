@@ -92,6 +92,10 @@ class VerifiedStore:
         self._lines += len(lines)
         self._offset += end
 
+    def load(self) -> None:
+        """Read the log now (otherwise it is read on first use)."""
+        self._ensure_loaded()
+
     def _ensure_loaded(self) -> None:
         if self._loaded:
             return
