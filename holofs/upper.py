@@ -49,6 +49,8 @@ class LayerDirs:
         return self.root / "work"
 
     def create(self) -> LayerDirs:
+        if not self.root.parent.exists():  # e.g. <cache>/layers: private too, not umask's mode
+            private_dir(self.root.parent)
         private_dir(self.root)
         self.upper.mkdir(exist_ok=True)
         self.work.mkdir(exist_ok=True)
