@@ -9,11 +9,14 @@ import sys
 import time
 from pathlib import Path
 
-from support.fusemount import diff_snapshots, expected_snapshot, snapshot
+from support.fusemount import diff_snapshots, expected_snapshot, mounted, requires_fuse, snapshot
 from support.trees import make_env_tree
 
-from holofs.catalog import read_catalog
+from holofs.cache import cache_key
+from holofs.catalog import iter_files, read_catalog
+from holofs.fsutil import is_part_name
 from holofs.library import Hololib
+from holofs.relocation import apply_in_buffer, plan_relocation
 
 IDENTITY = "hconcur_0123456789abcdeft"
 
@@ -62,24 +65,59 @@ def test_parallel_materializes_share_library_and_cache(tmp_path: Path) -> None:
 
 
 def test_two_materializes_into_one_target_are_serialized(tmp_path: Path) -> None:
+    """The second run waits for the first (it says so when it really had to) and both succeed;
+    the deterministic waiting/--no-wait behaviour is tested in test_reconcile.py."""
     catalog_path, base = _import(tmp_path)
     cache = tmp_path / "cache"
     target = base / "hconcur_9123456789abcdeft"
     first = _materialize(catalog_path, target, cache)
-    # Start the second while the first holds the target (its lock file appears first).
-    deadline = time.monotonic() + 60
     lock = target.parent / f".{target.name}.holofs.lock"
-    while not lock.exists() and first.poll() is None and time.monotonic() < deadline:
+    deadline = time.monotonic() + 60
+    while first.poll() is None and time.monotonic() < deadline:  # until the first holds the lock
+        try:
+            if lock.read_text().strip() == str(first.pid):
+                break
+        except OSError:
+            pass
         time.sleep(0.001)
     second = _materialize(catalog_path, target, cache)
     results = [(p.communicate(timeout=300), p.returncode) for p in (first, second)]
-    codes = [code for _, code in results]
-    assert 0 in codes, results
     for (_out, err), code in results:
-        if code != 0:
-            assert "another holofs process" in err and "Traceback" not in err, err
-            assert len(err.strip().splitlines()) == 1, err
-    # Whatever the interleaving, the tree is complete and exact.
+        assert code == 0 and "Traceback" not in err, err
+    (_out, err), _code = results[1]
+    assert not err.strip() or f"waiting for another holofs materialize (pid {first.pid})" in err, err
     catalog = read_catalog(catalog_path)
     lib = Hololib.of_catalog(catalog_path)
     assert not diff_snapshots(snapshot(target), expected_snapshot(catalog, lib, target.name))
+
+
+@requires_fuse
+def test_materializes_and_a_mount_share_library_and_cache(tmp_path: Path) -> None:
+    """Two materializes and a mount reading every file, all at once on one library and one
+    cache: every result exact, and the shared cache holds only complete, correct files."""
+    catalog_path, base = _import(tmp_path)
+    cache = tmp_path / "cache"
+    catalog = read_catalog(catalog_path)
+    lib = Hololib.of_catalog(catalog_path)
+    mount_target = base / "hconcur_m123456789abcdeft"
+    with mounted(catalog_path, mount_target, cache=cache, args=("--read-only",)) as m:
+        targets = [base / f"hconcur_{i}123456789abcdeft" for i in range(2)]
+        procs = [_materialize(catalog_path, t, cache) for t in targets]
+        seen = snapshot(m.mountpoint)  # reads every file through the mount meanwhile
+        for proc in procs:
+            _out, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err
+        assert not diff_snapshots(seen, expected_snapshot(catalog, lib, mount_target.name))
+    for target in targets:
+        assert not diff_snapshots(snapshot(target), expected_snapshot(catalog, lib, target.name))
+    relocation = plan_relocation(catalog, mount_target, allow_name_only=True)
+    wanted = {}
+    for _rel, entry, _parent in iter_files(catalog.tree, include_shadow=False):
+        if not entry.symlink:
+            data = bytearray(lib.read_blob(entry.digest, entry.size))
+            apply_in_buffer(data, entry.rewrite, relocation.target)
+            wanted[cache_key(entry, relocation).relpath] = bytes(data)
+    cached = [p for p in cache.rglob("*") if p.is_file() and p.parent.parent.name in ("files", "relocated")]
+    assert cached and not [p for p in cached if is_part_name(p.name)]
+    for p in cached:
+        assert p.read_bytes() == wanted[p.relative_to(cache).as_posix()], p
