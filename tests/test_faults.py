@@ -71,10 +71,17 @@ def _assert_no_partial_files(world: World, expected: set[str]) -> None:
 
 def test_sigkill_at_random_points(tmp_path) -> None:
     world = make_world(tmp_path / "sandbox")
-    _grow(world)
+    _grow(world, n=2200)  # past FORK_MIN_FILES: the worker processes get killed too
     files = regular_files(world)
     expected = set(files)
     rng = random.Random(int(os.environ.get("HOLOFS_FAULT_SEED", "1234")))
+    # How long a whole run takes here: the kill points are drawn from it (holofs got faster
+    # than any fixed delay; a run that always finished first would exercise nothing).
+    started = time.monotonic()
+    timing = _run(world)
+    _out, err = timing.communicate(timeout=300)
+    assert timing.returncode == 0, err
+    run_time = time.monotonic() - started
     killed = 0
     for i in range(ITERATIONS):
         if i % 2 == 0:  # from scratch (staging build)
@@ -83,7 +90,7 @@ def test_sigkill_at_random_points(tmp_path) -> None:
             for rel in rng.sample(files, len(files) // 3):
                 (world.target / rel).unlink(missing_ok=True)
         proc = _run(world)
-        time.sleep(rng.uniform(0.2, 1.2))
+        time.sleep(rng.uniform(0.05, 1.0) * run_time)
         finished = proc.poll() is not None
         if not finished:
             proc.send_signal(signal.SIGKILL)
