@@ -71,6 +71,7 @@ class Catalog:
     lifted: bool = False
     rcc: str | None = None
     source: Path | None = None
+    validated: bool = False  # validate.validate_catalog passed (not part of the file format)
 
     @property
     def base_dir(self) -> str:

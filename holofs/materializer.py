@@ -67,6 +67,7 @@ class MaterializeOptions:
     total_hook: Callable[[int], None] | None = None
     wait: bool = True
     wait_hook: Callable[[str], None] | None = None
+    meanwhile: Callable[[], None] | None = None  # the caller's own work, done while workers run
 
 
 @dataclass
@@ -87,6 +88,8 @@ class CheckReport:
 
 
 def _validate(catalog: Catalog) -> None:
+    if catalog.validated:  # e.g. loaded through catalog_index, which only keeps valid ones
+        return
     from .validate import validate_catalog
 
     validate_catalog(catalog)
@@ -559,6 +562,8 @@ def materialize(catalog: Catalog, lib: Hololib, target: str | os.PathLike[str],
 
                 def encode_manifest() -> None:
                     body.append(encode_body({"manifest": catalog_manifest(catalog, ctx.perm)}))
+                    if opts.meanwhile is not None:
+                        opts.meanwhile()
 
                 total = _run_tasks(ctx, dirs, scan=not fresh, workers=opts.workers, meanwhile=encode_manifest)
                 _finish_dirs(ctx, dirs, force=fresh or bool(made) or total.dir_changed, fresh=fresh)

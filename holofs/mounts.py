@@ -123,15 +123,19 @@ def _write_json(path: Path, obj: Any) -> None:
 # -- serving ----------------------------------------------------------------------------
 
 
-def _prepare(opts: MountOptions) -> tuple[Any, Any, str]:
-    """Load the catalog and plan the mount: (catalog, hololib, absolute mountpoint)."""
-    from .library import resolve_catalog
-    from .validate import validate_catalog
+def _prepare(opts: MountOptions) -> tuple[Any, Any, str, Any]:
+    """Load (and validate) the catalog and plan the mount: (catalog, hololib, absolute
+    mountpoint, a function that writes the parsed-catalog index, or None)."""
+    from .catalog_index import load_catalog
+    from .library import Hololib, catalog_file
+    from .paths import default_cache_dir
 
-    catalog, lib = resolve_catalog(opts.catalog, opts.hololib)
-    validate_catalog(catalog)
+    path, lib = catalog_file(opts.catalog, opts.hololib)
+    catalog, save_index = load_catalog(path, opts.cache or default_cache_dir())
+    if lib is None:
+        lib = Hololib.of_catalog(path)
     mountpoint = os.path.abspath(opts.mountpoint or catalog.path)
-    return catalog, lib, mountpoint
+    return catalog, lib, mountpoint, save_index
 
 
 def check_mountpoint(mountpoint: str, *, create: bool) -> None:
@@ -153,7 +157,7 @@ def serve_foreground(opts: MountOptions, *, on_ready: Any = None) -> None:
     from .verification import VerifyPolicy
     from .vtree import VirtualTree
 
-    catalog, lib, mountpoint = _prepare(opts)
+    catalog, lib, mountpoint, save_index = _prepare(opts)
     try:
         policy = VerifyPolicy(opts.verify)
     except ValueError:
@@ -220,6 +224,8 @@ def serve_foreground(opts: MountOptions, *, on_ready: Any = None) -> None:
                          "writable" if layer is not None else "read-only")
                 if on_ready is not None:
                     on_ready(mountpoint, rundir)
+                if save_index is not None:  # for the next mount of this catalog; off the ready path
+                    await trio.to_thread.run_sync(save_index)
 
         trio.run(main)
     finally:

@@ -63,14 +63,23 @@ def materialize_cmd(catalog: str, directory: str, hololib: str | None, strategy:
             _print_report(report, as_json)
             return
 
-    from ..catalog import read_catalog
+    from ..catalog_index import load_catalog
     from ..library import Hololib
     from ..materializer import MaterializeOptions, check, materialize
+    from ..paths import default_cache_dir
     from ..verification import VerifyPolicy
     from .output import progress
 
+    save_index: list[Any] = []
+
     def load() -> tuple[Any, Any]:
-        return read_catalog(path), lib if lib is not None else Hololib.of_catalog(path)
+        cat, save = load_catalog(path, settings.cache_dir or default_cache_dir())
+        save_index.append(save)
+        return cat, lib if lib is not None else Hololib.of_catalog(path)
+
+    def meanwhile() -> None:
+        if save_index and save_index[0] is not None:
+            save_index[0]()
 
     if check_only:
         report = check(*load(), directory, relocate_name_only=relocate_name_only,
@@ -92,6 +101,7 @@ def materialize_cmd(catalog: str, directory: str, hololib: str | None, strategy:
         strategy=settings.strategy, verify=VerifyPolicy(settings.verify), workers=settings.workers,
         keep_special_bits=keep_special_bits, relocate_name_only=relocate_name_only,
         copy_patterns=settings.copy_patterns, cache_dir=settings.cache_dir, wait=not no_wait, wait_hook=wait_hook,
+        meanwhile=meanwhile,
     )
     with contextlib.ExitStack() as stack:
         bar: list[Any] = []

@@ -1,0 +1,123 @@
+"""A private cache of parsed, validated catalogs: the second load of a catalog is ~5x faster.
+
+Parsing an RCC catalog (gunzip, JSON, building the tree) and validating it costs ~0.3 s for
+a 35k-entry catalog, on every ``materialize`` and ``mount``. The first load keeps the result
+in ``<cache>/catalogs/<sha256(absolute path)>`` (0600, directory 0700): the tree as nested
+tuples in ``marshal`` form, with the identity of the catalog file it came from (st_dev,
+st_ino, size, mtime_ns, ctime_ns). A later load of the same path with the same identity reads
+that instead and skips validation (only validated catalogs are stored). Any change to the
+file (a new inode, or an in-place write: new ctime) makes it parse and validate again. The
+index is an optimisation: unreadable, stale or foreign index files are ignored and replaced.
+
+One index file per catalog path, so the directory does not grow with catalog versions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import hashlib
+import marshal
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .catalog import Catalog, DirEntry, FileEntry, read_catalog
+from .fsutil import atomic_write_bytes
+from .paths import private_dir
+
+FORMAT = 1  # bump when Catalog/DirEntry/FileEntry fields change
+SUBDIR = "catalogs"
+
+
+def _identity(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def index_path(cache_root: str | os.PathLike[str], catalog_path: str | os.PathLike[str]) -> Path:
+    key = hashlib.sha256(os.path.abspath(os.fspath(catalog_path)).encode("utf-8", "surrogateescape")).hexdigest()
+    return Path(cache_root) / SUBDIR / key[:32]
+
+
+def _encode_dir(d: DirEntry) -> tuple[Any, ...]:
+    return (d.name, d.mode, d.symlink, d.shadow, tuple(_encode_dir(s) for s in d.subdirs.values()),
+            tuple((f.name, f.size, f.mode, f.digest, tuple(f.rewrite), f.symlink) for f in d.files.values()))
+
+
+def _decode_dir(t: tuple[Any, ...]) -> DirEntry:
+    name, mode, symlink, shadow, subdirs, files = t
+    d = DirEntry(name=name, mode=mode, symlink=symlink, shadow=shadow)
+    out = d.subdirs
+    for s in subdirs:
+        out[s[0]] = _decode_dir(s)
+    fout = d.files
+    for fname, size, fmode, digest, rewrite, fsymlink in files:
+        fout[fname] = FileEntry(fname, size, fmode, digest, list(rewrite), fsymlink)
+    return d
+
+
+def _header(c: Catalog) -> tuple[Any, ...]:
+    return (c.identity, c.path, c.controller, c.space, c.platform, c.blueprint, c.lifted, c.rcc)
+
+
+def _from_index(data: bytes, identity: tuple[int, ...], path: Path) -> Catalog | None:
+    try:
+        fmt, stored_identity, header, tree = marshal.loads(data)
+        if fmt != FORMAT or tuple(stored_identity) != identity:
+            return None
+        ident, cpath, controller, space, platform, blueprint, lifted, rcc = header
+        catalog = Catalog(identity=ident, path=cpath, tree=_decode_dir(tree), controller=controller, space=space,
+                          platform=platform, blueprint=blueprint, lifted=lifted, rcc=rcc, source=path)
+    except (ValueError, TypeError, EOFError, IndexError, RecursionError):
+        return None
+    catalog.validated = True
+    return catalog
+
+
+def load_catalog(path: str | os.PathLike[str], cache_root: str | os.PathLike[str] | None,
+                 ) -> tuple[Catalog, Callable[[], None] | None]:
+    """Read and validate the catalog at ``path`` (CatalogError/NotFound on bad input).
+
+    Returns the catalog (``validated`` set) and, when the index must be (re)written, a
+    function that writes it: call it when convenient, off the critical path, or never."""
+    from .validate import validate_catalog
+
+    path = Path(path)
+    if cache_root is None:
+        catalog = read_catalog(path)
+        validate_catalog(catalog)
+        catalog.validated = True
+        return catalog, None
+    index = index_path(cache_root, path)
+    try:
+        identity = _identity(os.stat(path))
+    except OSError:
+        identity = None  # read_catalog says what is wrong
+    if identity is not None:
+        with contextlib.suppress(OSError):
+            data = index.read_bytes()
+            gc_was_enabled = gc.isenabled()
+            gc.disable()  # tens of thousands of new objects, none cyclic: no collection passes
+            try:
+                catalog = _from_index(data, identity, path)
+            finally:
+                if gc_was_enabled:
+                    gc.enable()
+            if catalog is not None:
+                return catalog, None
+    catalog = read_catalog(path)
+    validate_catalog(catalog)
+    catalog.validated = True
+    if identity is None:
+        return catalog, None
+
+    def save() -> None:
+        try:
+            private_dir(index.parent)
+            blob = marshal.dumps((FORMAT, identity, _header(catalog), _encode_dir(catalog.tree)))
+            atomic_write_bytes(index, blob, mode=0o600)
+        except (OSError, ValueError):
+            pass  # an optimisation only
+
+    return catalog, save

@@ -1,0 +1,78 @@
+"""The parsed-catalog index: same catalog as a fresh parse, only for unchanged files, private."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from holofs.catalog import catalog_bytes, read_catalog, write_catalog
+from holofs.catalog_index import index_path, load_catalog
+from holofs.errors import CatalogError
+
+
+def test_second_load_comes_from_the_index(rcc_catalog: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    first, save = load_catalog(rcc_catalog, cache)
+    assert first.validated and save is not None
+    save()
+    index = index_path(cache, rcc_catalog)
+    assert stat.S_IMODE(index.stat().st_mode) == 0o600
+    assert stat.S_IMODE(index.parent.stat().st_mode) == 0o700
+    second, save2 = load_catalog(rcc_catalog, cache)
+    assert save2 is None and second.validated
+    assert catalog_bytes(second) == catalog_bytes(read_catalog(rcc_catalog))
+    assert second.source == Path(rcc_catalog) and second.identity == first.identity
+
+
+def test_changed_catalog_file_is_parsed_again(rcc_catalog: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    load_catalog(rcc_catalog, cache)[1]()
+    catalog = read_catalog(rcc_catalog)
+    name = next(iter(catalog.tree.files))
+    catalog.tree.files[name].size += 1  # a different catalog at the same path
+    data = catalog_bytes(catalog)
+    os.utime(rcc_catalog, ns=(0, 0))
+    with open(rcc_catalog, "r+b") as f:  # rewritten in place, mtime put back: the ctime moves
+        st = os.fstat(f.fileno())
+        f.write(gzip.compress(data))
+        f.truncate()
+    os.utime(rcc_catalog, ns=(st.st_atime_ns, st.st_mtime_ns))
+    again, save = load_catalog(rcc_catalog, cache)
+    assert save is not None and again.tree.files[name].size == catalog.tree.files[name].size
+
+
+def test_damaged_index_is_ignored(rcc_catalog: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    load_catalog(rcc_catalog, cache)[1]()
+    index = index_path(cache, rcc_catalog)
+    for junk in (b"", b"\x00garbage", index.read_bytes()[:100]):
+        index.write_bytes(junk)
+        catalog, save = load_catalog(rcc_catalog, cache)
+        assert save is not None and catalog.validated
+        assert catalog_bytes(catalog) == catalog_bytes(read_catalog(rcc_catalog))
+
+
+def test_invalid_catalog_is_refused_and_not_indexed(rcc_catalog: Path, tmp_path: Path) -> None:
+    catalog = read_catalog(rcc_catalog)
+    entry = next(iter(catalog.tree.files.values()))
+    entry.digest = "not-hex"
+    bad = write_catalog(catalog, tmp_path / "bad.catalog")
+    with pytest.raises(CatalogError, match="digest"):
+        load_catalog(bad, tmp_path / "cache")
+    assert not index_path(tmp_path / "cache", bad).exists()
+
+
+def test_materialize_uses_the_index(rcc_catalog: Path, tmp_path: Path, holofs_cli) -> None:
+    cache = tmp_path / "cache"
+    env = {"HOLOFS_CACHE": str(cache)}
+    catalog = read_catalog(rcc_catalog)
+    targets = [tmp_path / f"t{i}" / catalog.identity for i in range(2)]
+    for target in targets:
+        target.parent.mkdir()
+        holofs_cli("materialize", "--relocate-name-only", rcc_catalog, target, env=env, check=True)
+    assert index_path(cache, rcc_catalog).is_file()
+    assert sorted(os.listdir(targets[0])) == sorted(os.listdir(targets[1]))
