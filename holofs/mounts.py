@@ -45,6 +45,7 @@ class MountOptions:
     relocate_name_only: bool = False
     read_only: bool = False
     upper: str | None = None
+    prefetch: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +167,7 @@ def serve_foreground(opts: MountOptions, *, on_ready: Any = None) -> None:
     check_mountpoint(mountpoint, create=True)
     cache = FileCache(opts.cache).ensure()
     filler = CacheFiller(cache, lib, relocation, verify=policy)
-    tree = VirtualTree(catalog, filler)
+    tree = VirtualTree(catalog, filler, prefetch=opts.prefetch)
     rundir = runtime_dir(cache.root, mountpoint)
     rundir.mkdir(parents=True, exist_ok=True, mode=0o700)
     stats_seq = 0
@@ -206,7 +207,7 @@ def serve_foreground(opts: MountOptions, *, on_ready: Any = None) -> None:
             "hololib": os.fspath(lib.root), "cache": os.fspath(cache.root), "identity": catalog.identity,
             "target_identity": relocation.target.decode(), "files": len(tree), "log": os.fspath(rundir / "holofs.log"),
             "started": time.time(), "verify": opts.verify, "allow_other": opts.allow_other,
-            "relocate_name_only": opts.relocate_name_only, "writable": layer is not None,
+            "relocate_name_only": opts.relocate_name_only, "writable": layer is not None, "prefetch": opts.prefetch,
             "lower": fuse_point if layer is not None else None,
             "upper": os.fspath(layer.root) if layer is not None else None,
         }

@@ -17,7 +17,10 @@ the mounting user.
 
 Open files are served from the content-addressed cache (:mod:`holofs.cache`): ``open``
 materializes the file there (once) and keeps a real fd in the handle table; ``read`` is a
-plain ``os.pread``. A later writable layer can sit on top: inodes above ``len(self)`` are
+plain ``os.pread``. Read-ahead: the first miss in a directory also queues its other small
+files (at most ``PREFETCH_MAX_SIZE`` bytes each) for background worker threads, so that a
+program walking a package (an interpreter importing it) finds the next files ready; a
+foreground open of a file being prefetched waits for that one fill instead of starting its own. A later writable layer can sit on top: inodes above ``len(self)`` are
 free for it, and handles are allocated through :meth:`VirtualTree.add_handle`.
 """
 
@@ -26,12 +29,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import itertools
+import logging
 import os
 import stat
 import threading
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -39,7 +44,11 @@ from .catalog import MOTHER_TIME, Catalog, DirEntry, FileEntry
 from .errors import HolofsError, NotFound, ReadOnly
 from .modes import permissions
 
+log = logging.getLogger("holofs.vtree")
+
 ROOT_INO = 1
+PREFETCH_MAX_SIZE = 1 << 20
+PREFETCH_THREADS = 2
 DIR_PERMISSIONS = 0o750
 """RCC creates every restored directory 0o750 whatever the catalog records."""
 BLOCK_SIZE = 4096
@@ -107,7 +116,7 @@ class VirtualTree:
     """The inode table of one catalog plus the open-file handle table."""
 
     def __init__(self, catalog: Catalog, source: FileSource | None = None, *,
-                 uid: int | None = None, gid: int | None = None) -> None:
+                 uid: int | None = None, gid: int | None = None, prefetch: bool = False) -> None:
         self.catalog = catalog
         self.source = source
         self.uid = os.getuid() if uid is None else uid
@@ -127,6 +136,9 @@ class VirtualTree:
         self._handles: dict[int, tuple[int, int]] = {}
         self._handle_ids = itertools.count(1)
         self._handle_lock = threading.Lock()
+        self.prefetch = prefetch
+        self._prefetched_dirs: set[int] = set()
+        self._prefetcher: ThreadPoolExecutor | None = None
 
     # -- construction ---------------------------------------------------------------------
 
@@ -278,9 +290,40 @@ class VirtualTree:
         return None if fd is None else self.add_handle(ino, fd)
 
     def open(self, ino: int, flags: int = os.O_RDONLY) -> int:
-        """A handle for reading ``ino``; materializes the file into the cache if needed."""
+        """A handle for reading ``ino``; materializes the file into the cache if needed
+        (and, with ``prefetch``, queues the rest of its directory)."""
         entry = self._entry_for_open(ino, flags)
+        if self.prefetch:
+            self._prefetch_siblings(ino)
         return self.add_handle(ino, self.source.open(entry))  # type: ignore[union-attr]
+
+    # -- read-ahead -------------------------------------------------------------------------
+
+    def _prefetch_siblings(self, ino: int) -> None:
+        """Queue the other small files of ``ino``'s directory (once per directory)."""
+        parent = self.parents[ino]
+        with self._handle_lock:
+            if parent in self._prefetched_dirs:
+                return
+            self._prefetched_dirs.add(parent)
+            if self._prefetcher is None:
+                self._prefetcher = ThreadPoolExecutor(PREFETCH_THREADS, thread_name_prefix="holofs-prefetch")
+            pool = self._prefetcher
+        first = self.first_child[parent]
+        for child in range(first, first + self.child_count[parent]):
+            entry = self.files[child]
+            if child != ino and entry is not None and not entry.symlink and entry.size <= PREFETCH_MAX_SIZE:
+                with contextlib.suppress(RuntimeError):  # shut down meanwhile
+                    pool.submit(self._prefetch_one, entry)
+
+    def _prefetch_one(self, entry: FileEntry) -> None:
+        try:
+            fd = self.source.open_cached(entry)  # type: ignore[union-attr]
+            if fd is None:
+                fd = self.source.open(entry)  # type: ignore[union-attr]
+            os.close(fd)
+        except Exception as exc:  # noqa: BLE001 - read-ahead is best effort; a real open reports it
+            log.debug("prefetch of %s failed: %s", entry.name, exc)
 
     def add_handle(self, ino: int, fd: int) -> int:
         """Register an open fd; returns the handle number frontends hand to the kernel."""
@@ -309,7 +352,9 @@ class VirtualTree:
         return len(self._handles)
 
     def close(self) -> None:
-        """Close every open handle (at unmount)."""
+        """Stop read-ahead and close every open handle (at unmount)."""
+        if self._prefetcher is not None:
+            self._prefetcher.shutdown(wait=False, cancel_futures=True)
         with self._handle_lock:
             handles, self._handles = self._handles, {}
         for _ino, fd in handles.values():

@@ -146,3 +146,43 @@ def test_large_catalog_table_is_consistent() -> None:
     assert attr.size == 321 and tree.path_of(attr.ino) == "pkg17/m321.py"
     assert sum(1 for _ in tree.readdir(tree.lookup_path("pkg39").ino)) == 500
     assert tree.statfs().blocks == -(-40 * sum(range(500)) // 4096)
+
+
+def test_first_miss_in_a_directory_prefetches_its_small_files(tmp_path: Path) -> None:
+    """Read-ahead: opening one file fills its directory's other small files in the background
+    (not big ones, not other directories); the files read afterwards are exact and cached once."""
+    import time
+
+    from support.trees import IDENTITY
+
+    from holofs import vtree as vtree_module
+    from holofs.importer import import_tree
+
+    src = tmp_path / "src" / IDENTITY
+    (src / "pkg" / "sub").mkdir(parents=True)
+    small = {f"pkg/m{i}.py": os.urandom(100 + i) for i in range(20)}
+    small["pkg/sub/other.py"] = b"other\n"
+    big = os.urandom(vtree_module.PREFETCH_MAX_SIZE + 1)
+    for rel, data in {**small, "pkg/big.bin": big}.items():
+        (src / rel).write_bytes(data)
+    result = import_tree(src, tmp_path / "lib")
+    catalog = read_catalog(result.catalog_path)
+    lib = Hololib.open(tmp_path / "lib")
+    for prefetch in (False, True):
+        filler = CacheFiller(FileCache(tmp_path / f"cache-{prefetch}"), lib, None, verify=VerifyPolicy.TRUSTED)
+        tree = VirtualTree(catalog, filler, prefetch=prefetch)
+        pkg = tree.lookup(ROOT_INO, "pkg").ino
+        handle = tree.open(tree.lookup(pkg, "m0.py").ino)
+        assert tree.read(handle, 0, 1000) == small["pkg/m0.py"]
+        tree.release(handle)
+        deadline = time.monotonic() + 30
+        while prefetch and sum(filler.fills.values()) < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # anything else that would (wrongly) be prefetched gets its chance
+        assert sum(filler.fills.values()) == (20 if prefetch else 1)
+        for i in range(20):
+            handle = tree.open(tree.lookup(pkg, f"m{i}.py").ino)
+            assert tree.read(handle, 0, 1000) == small[f"pkg/m{i}.py"]
+            tree.release(handle)
+        assert sum(filler.fills.values()) == 20 and max(filler.fills.values()) == 1  # each filled once
+        tree.close()

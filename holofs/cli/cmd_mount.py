@@ -26,10 +26,12 @@ def register(group: click.Group) -> None:
 @click.option("--read-only", is_flag=True, help="No writable layer: every write fails with EROFS.")
 @click.option("--upper", type=click.Path(path_type=str), default=None,
               help="Directory of the writable layer (default: under the cache, keyed by the mount point).")
+@click.option("--prefetch/--no-prefetch", default=True, show_default=True,
+              help="On the first miss in a directory, fill its other small files in the background.")
 @click.option("--json", "as_json", is_flag=True, help="Print the mount's details as JSON once ready.")
 def mount_cmd(catalog: str, directory: str | None, hololib: str | None, foreground: bool, cache: str | None,
               verify: str, allow_other: bool, relocate_name_only: bool, read_only: bool, upper: str | None,
-              as_json: bool) -> None:
+              prefetch: bool, as_json: bool) -> None:
     """Mount CATALOG at DIRECTORY (default: the path it was recorded at).
 
     Files are materialized into the cache on first open, with relocation applied, and
@@ -42,7 +44,7 @@ def mount_cmd(catalog: str, directory: str | None, hololib: str | None, foregrou
 
     opts = MountOptions(catalog=catalog, mountpoint=directory, hololib=hololib, cache=cache, verify=verify,
                         allow_other=allow_other, relocate_name_only=relocate_name_only,
-                        read_only=read_only, upper=upper)
+                        read_only=read_only, upper=upper, prefetch=prefetch)
     if foreground:
         def on_ready(mountpoint: str, rundir: object) -> None:
             if as_json:
