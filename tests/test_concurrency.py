@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import select
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from support.fusemount import diff_snapshots, expected_snapshot, mounted, requires_fuse, snapshot
+from support.fusemount import diff_snapshots, expected_snapshot, mounted, requires_fuse, snapshot, wait_for
 from support.trees import make_env_tree
 
 from holofs.cache import cache_key
@@ -39,9 +42,9 @@ def _import(tmp_path: Path) -> tuple[Path, Path]:
     return catalogs[0], tmp_path / "holotree"
 
 
-def _materialize(catalog: Path, target: Path, cache: Path) -> subprocess.Popen[str]:
+def _materialize(catalog: Path, target: Path, cache: Path, *extra: str) -> subprocess.Popen[str]:
     env = {**os.environ, "HOLOFS_CACHE": os.fspath(cache)}
-    return subprocess.Popen([sys.executable, "-m", "holofs", "materialize", catalog, target],
+    return subprocess.Popen([sys.executable, "-m", "holofs", "materialize", catalog, target, *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -65,30 +68,83 @@ def test_parallel_materializes_share_library_and_cache(tmp_path: Path) -> None:
 
 
 def test_two_materializes_into_one_target_are_serialized(tmp_path: Path) -> None:
-    """The second run waits for the first (it says so when it really had to) and both succeed;
-    the deterministic waiting/--no-wait behaviour is tested in test_reconcile.py."""
+    """Two real materializes of one target, the second started while the first is certainly
+    mid-run: the second waits (and says so, naming the first's pid), then reconciles the
+    finished tree without writing anything; both exit 0 and the tree is exact.
+
+    The overlap is made certain, not likely: once the lock file holds the first's pid (it
+    holds the lock), the first is stopped with SIGSTOP until the second has said it waits.
+    (The waiting/--no-wait behaviour against a lock held by the test is in test_reconcile.py.)"""
     catalog_path, base = _import(tmp_path)
     cache = tmp_path / "cache"
     target = base / "hconcur_9123456789abcdeft"
-    first = _materialize(catalog_path, target, cache)
     lock = target.parent / f".{target.name}.holofs.lock"
-    deadline = time.monotonic() + 60
-    while first.poll() is None and time.monotonic() < deadline:  # until the first holds the lock
-        try:
-            if lock.read_text().strip() == str(first.pid):
-                break
-        except OSError:
-            pass
-        time.sleep(0.001)
-    second = _materialize(catalog_path, target, cache)
-    results = [(p.communicate(timeout=300), p.returncode) for p in (first, second)]
-    for (_out, err), code in results:
-        assert code == 0 and "Traceback" not in err, err
-    (_out, err), _code = results[1]
-    assert not err.strip() or f"waiting for another holofs materialize (pid {first.pid})" in err, err
+    first = _materialize(catalog_path, target, cache, "--json")
+    second = None
+    try:
+        wait_for(lambda: _lock_holder(lock) == first.pid or first.poll() is not None, 60,
+                 "the first materialize to take the target lock")
+        assert first.poll() is None, f"the first run ended before it was seen holding the lock: {first.communicate()}"
+        os.kill(first.pid, signal.SIGSTOP)  # it holds the lock and cannot finish until SIGCONT
+        second = _materialize(catalog_path, target, cache, "--json")
+        said = _wait_for_line(second, "waiting for another holofs materialize", 120)
+        assert f"(pid {first.pid})" in said and os.fspath(target) in said, said
+        assert second.poll() is None, "the second run did not wait for the lock"
+        # Meanwhile the half-done target is never called complete.
+        mid = _check(catalog_path, target, cache)
+        assert mid.returncode != 0, mid.stdout
+    except BaseException:
+        for proc in (first, second):
+            if proc is not None:
+                proc.kill()
+        raise
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    out1, err1 = first.communicate(timeout=300)
+    out2, err2 = second.communicate(timeout=300)
+    assert first.returncode == 0 and "Traceback" not in err1, err1
+    assert second.returncode == 0 and "Traceback" not in err2, err2
+    report1, report2 = json.loads(out1), json.loads(out2)
+    assert report1["fresh"] is True and report1["files_written"] > 1500, report1
+    # The second ran after the first had finished: it found the whole tree intact.
+    assert report2["fresh"] is False and report2["files_written"] == 0, report2
+    assert report2["files_intact"] >= 1500, report2
     catalog = read_catalog(catalog_path)
     lib = Hololib.of_catalog(catalog_path)
     assert not diff_snapshots(snapshot(target), expected_snapshot(catalog, lib, target.name))
+    check = _check(catalog_path, target, cache)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert not [p for p in target.rglob("*") if is_part_name(p.name)]
+    assert not [p for p in base.iterdir() if "staging" in p.name]
+
+
+def _check(catalog: Path, target: Path, cache: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "holofs", "materialize", catalog, target, "--check"],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HOLOFS_CACHE": os.fspath(cache)})
+
+
+def _lock_holder(lock: Path) -> int | None:
+    """The pid written into a materialize lock file (by whoever holds or last held it)."""
+    try:
+        text = lock.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float) -> str:
+    """Read ``proc``'s stderr line by line until one contains ``needle``; return it."""
+    deadline = time.monotonic() + timeout
+    seen = []
+    while True:
+        ready, _, _ = select.select([proc.stderr], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"no {needle!r} on stderr within {timeout} s; got {seen}"
+        line = proc.stderr.readline()
+        assert line, f"stderr closed without {needle!r}; got {seen}"
+        if needle in line:
+            return line
+        seen.append(line)
 
 
 @requires_fuse
