@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -280,17 +281,39 @@ def _daemon_log_path(opts: MountOptions) -> Path:
 
 
 def mount_daemon(opts: MountOptions, *, timeout: float = READY_TIMEOUT) -> dict[str, Any]:
-    """Fork a daemon that serves the mount; return once it is ready (or raise its error)."""
+    """Fork a daemon that serves the mount; return once it is ready (or raise its error).
+
+    Start-up runs on two cores: the daemon imports the FUSE stack (pyfuse3, trio: ~0.15 s)
+    while this process parses and validates the catalog and keeps it in the cache's catalog
+    index (:mod:`holofs.catalog_index`); then it tells the daemon to go on, and the daemon
+    loads the catalog from that index. A bad catalog is reported from here, and the daemon,
+    which has done nothing yet, is killed."""
     log_path = _daemon_log_path(opts)
     read_fd, write_fd = os.pipe()
+    go_read, go_write = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:  # the daemon
         os.close(read_fd)
-        _daemon_main(opts, write_fd, log_path)
+        os.close(go_write)
+        _daemon_main(opts, write_fd, log_path, go_read)
         os._exit(0)  # not reached
     os.close(write_fd)
+    os.close(go_read)
+    try:
+        _preload_catalog(opts)
+    except BaseException:
+        os.close(go_write)
+        os.close(read_fd)
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        with contextlib.suppress(OSError):
+            log_path.unlink()
+        raise
+    os.write(go_write, b"go\n")
+    os.close(go_write)
     message = _read_ready(read_fd, pid, timeout)
     if message.startswith("ready "):
         info = json.loads(message[len("ready "):])
@@ -316,6 +339,24 @@ def mount_daemon(opts: MountOptions, *, timeout: float = READY_TIMEOUT) -> dict[
                       f"(log: {log_path})")
 
 
+def _preload_catalog(opts: MountOptions) -> None:
+    """Parse and validate the catalog (HolofsError if it is bad) and keep it in the catalog
+    index for the daemon. Any other failure is left to the daemon, which loads it again."""
+    from .catalog_index import load_catalog
+    from .library import catalog_file
+    from .paths import default_cache_dir
+
+    try:
+        path, _lib = catalog_file(opts.catalog, opts.hololib)
+        _catalog, save_index = load_catalog(path, opts.cache or default_cache_dir())
+    except HolofsError:
+        raise
+    except Exception:  # the daemon meets it again and reports it with its log
+        return
+    if save_index is not None:
+        save_index()
+
+
 def _read_ready(fd: int, pid: int, timeout: float) -> str:
     import select
 
@@ -338,11 +379,25 @@ def _read_ready(fd: int, pid: int, timeout: float) -> str:
     return buf.split(b"\n", 1)[0].decode(errors="replace")
 
 
-def _daemon_main(opts: MountOptions, ready_fd: int, log_path: Path) -> None:
-    """Body of the forked daemon: detach, log to a file, serve, report readiness."""
+def _import_serving_modules() -> None:
+    """Import what serving a mount needs (the daemon does this while its parent parses)."""
+    import trio  # noqa: F401
+
+    from . import cache, catalog_index, relocation, validate, verification, vtree  # noqa: F401
+    from .frontends import fuse  # noqa: F401
+
+
+def _daemon_main(opts: MountOptions, ready_fd: int, log_path: Path, go_fd: int | None = None) -> None:
+    """Body of the forked daemon: detach, import the FUSE stack, wait for the parent's "go"
+    (the catalog is in the index by then), log to a file, serve, report readiness."""
     code = 0
     try:
         os.setsid()
+        if go_fd is not None:
+            _import_serving_modules()
+            with os.fdopen(go_fd, "rb", buffering=0) as go:
+                if go.read(3) != b"go\n":  # the parent failed (and kills us): nothing to clean up
+                    os._exit(0)
         devnull = os.open(os.devnull, os.O_RDWR)
         log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.dup2(devnull, 0)

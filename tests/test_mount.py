@@ -255,3 +255,41 @@ def test_foreground_mount_unmounts_on_sigterm(rcc_catalog: Path, tmp_path: Path)
             proc.kill()
             proc.wait()
         force_unmount(target)
+
+
+def _processes_naming(text: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmdline:
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_daemon_start_parses_the_catalog_in_the_parent(rcc_catalog: Path, tmp_path: Path) -> None:
+    """The CLI parent parses the catalog while the forked daemon imports the FUSE stack: a bad
+    catalog is a one-line error with no daemon, log or mount left; a good one is in the catalog
+    index by the time the command returns, and the daemon serves it from there."""
+    from holofs.catalog_index import index_path, load_catalog
+
+    cache, mp = tmp_path / "cache", tmp_path / "base" / RCC_TARGET
+    bad = tmp_path / "bad" / rcc_catalog.name
+    bad.parent.mkdir()
+    bad.write_bytes(rcc_catalog.read_bytes()[:200])  # truncated gzip
+    proc = run_holofs("mount", bad, mp, "--cache", cache, "--relocate-name-only")
+    assert proc.returncode != 0 and "truncated or corrupt gzip" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert not is_mounted(mp) and _processes_naming(os.fspath(bad)) == []
+    assert not list((cache / "mounts").glob("daemon-*.log"))
+    assert not index_path(cache, bad).exists()
+
+    with mounted(rcc_catalog, mp, cache=cache, args=("--relocate-name-only",)) as m:
+        index = index_path(cache, rcc_catalog)
+        assert index.is_file() and index.stat().st_mode & 0o777 == 0o600
+        catalog, save = load_catalog(rcc_catalog, cache)
+        assert save is None and catalog.validated  # served from the index the parent wrote
+        assert sorted(os.listdir(m.mountpoint)) == sorted([*catalog.tree.subdirs, *catalog.tree.files])
