@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import FileEntry
-from .errors import UsageError
+from .errors import UnsafePath, UsageError
 from .fsutil import is_part_name, part_name
 from .library import Hololib
 from .paths import default_cache_dir, private_dir
@@ -138,8 +138,23 @@ class FileCache:
         self.root = Path(root if root is not None else default_cache_dir()).absolute()
 
     def ensure(self) -> FileCache:
+        """Create the root (0700) if needed. A root that another user owns is refused: that
+        user could plant files under final names, and a mount would serve them."""
+        if self.root.exists():
+            self.refuse_foreign()
         private_dir(self.root)
+        self.refuse_foreign()
         return self
+
+    def refuse_foreign(self) -> None:
+        """Raise :class:`UnsafePath` unless the root belongs to this process' effective user."""
+        if not hasattr(os, "geteuid"):
+            return
+        owner = self.root.stat().st_uid
+        if owner != os.geteuid():
+            raise UnsafePath(f"cache directory {self.root} belongs to uid {owner}, not to you (uid {os.geteuid()}); "
+                             "that user could plant its content: use a cache directory of your own "
+                             "(--cache or HOLOFS_CACHE)")
 
     def path(self, key: CacheKey) -> Path:
         return self.root / key.relpath
