@@ -97,11 +97,12 @@ def test_sigkill_at_random_points(tmp_path) -> None:
             killed += 1
         proc.communicate(timeout=60)
         _assert_no_partial_files(world, expected)
-        if _check(world).returncode == 0:  # claims complete: then it must be
+        check = _check(world)
+        if check.returncode == 0:  # claims complete: then it must be
             for rel in files:
                 assert (world.target / rel).read_bytes() == world.restored(rel), f"--check said complete, {rel} differs"
         elif world.target.exists():
-            assert "incomplete" in _check(world).stdout or "modified" in _check(world).stdout
+            assert "incomplete" in check.stdout or "modified" in check.stdout, check.stdout
         rerun = _run(world)
         out, err = rerun.communicate(timeout=300)
         assert rerun.returncode == 0, err
