@@ -190,6 +190,8 @@ def test_writable_mount_is_private_unless_allow_other(world: dict) -> None:
 def test_writable_mount_with_allow_other_enforces_modes(world: dict) -> None:
     target = world["target"]
     with mounted(world["catalog"], target, cache=world["cache"], args=("--allow-other",)) as m:
+        for name in ("tool", "sgid"):  # no setuid/setgid through the writable layer either
+            assert stat.S_IMODE((m.mountpoint / "bin" / name).stat().st_mode) == 0o755, name
         (m.mountpoint / "mine.txt").write_text("owner's change\n")
         os.chmod(m.mountpoint / "mine.txt", 0o600)
         out = as_nobody(PROBE, m.mountpoint, m.mountpoint / "public.txt")
