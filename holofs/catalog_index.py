@@ -23,7 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .catalog import Catalog, DirEntry, FileEntry, read_catalog
+from .catalog import Catalog, DirEntry, FileEntry, parse_catalog, read_catalog_bytes
+from .errors import HolofsError
 from .fsutil import atomic_write_bytes
 from .paths import private_dir
 
@@ -75,20 +76,41 @@ def _from_index(data: bytes, identity: tuple[int, ...], path: Path) -> Catalog |
     return catalog
 
 
+def read_validated(path: str | os.PathLike[str]) -> tuple[Catalog, str]:
+    """Read, parse and validate the catalog file at ``path`` (CatalogError/NotFound on bad input).
+
+    Returns the catalog (``validated`` set) and the SHA-256 of the file bytes it came from, so
+    another process can tell whether the bytes it read are the ones validated here."""
+    from .validate import validate_catalog
+
+    path = Path(path)
+    raw = read_catalog_bytes(path)
+    digest = hashlib.sha256(raw).hexdigest()
+    catalog = parse_catalog(raw, path)
+    del raw
+    validate_catalog(catalog)
+    catalog.validated = True
+    return catalog, digest
+
+
 def load_catalog(path: str | os.PathLike[str], cache_root: str | os.PathLike[str] | None,
                  ) -> tuple[Catalog, Callable[[], None] | None]:
     """Read and validate the catalog at ``path`` (CatalogError/NotFound on bad input).
 
     Returns the catalog (``validated`` set) and, when the index must be (re)written, a
     function that writes it: call it when convenient, off the critical path, or never."""
-    from .validate import validate_catalog
+    catalog, save, _digest = load_catalog_digest(path, cache_root)
+    return catalog, save
 
+
+def load_catalog_digest(path: str | os.PathLike[str], cache_root: str | os.PathLike[str] | None,
+                        ) -> tuple[Catalog, Callable[[], None] | None, str | None]:
+    """:func:`load_catalog`, plus the SHA-256 of the catalog file's bytes when it parsed them
+    (None when it came from the index)."""
     path = Path(path)
     if cache_root is None:
-        catalog = read_catalog(path)
-        validate_catalog(catalog)
-        catalog.validated = True
-        return catalog, None
+        catalog, digest = read_validated(path)
+        return catalog, None, digest
     index = index_path(cache_root, path)
     try:
         identity = _identity(os.stat(path))
@@ -105,19 +127,17 @@ def load_catalog(path: str | os.PathLike[str], cache_root: str | os.PathLike[str
                 if gc_was_enabled:
                     gc.enable()
             if catalog is not None:
-                return catalog, None
-    catalog = read_catalog(path)
-    validate_catalog(catalog)
-    catalog.validated = True
+                return catalog, None, None
+    catalog, digest = read_validated(path)
     if identity is None:
-        return catalog, None
+        return catalog, None, digest
 
     def save() -> None:
         try:
             private_dir(index.parent)
             blob = marshal.dumps((FORMAT, identity, _header(catalog), _encode_dir(catalog.tree)))
             atomic_write_bytes(index, blob, mode=0o600)
-        except (OSError, ValueError):
+        except (OSError, ValueError, HolofsError):
             pass  # an optimisation only
 
-    return catalog, save
+    return catalog, save, digest

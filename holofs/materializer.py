@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from . import forkpool
@@ -509,6 +510,9 @@ def materialize(catalog: Catalog, lib: Hololib, target: str | os.PathLike[str],
         from .paths import default_cache_dir
 
         cache_dir = os.fspath(default_cache_dir())
+    from .paths import private_dir
+
+    private_dir(Path(cache_dir))  # refused at once if shared (world-writable, another user's)
     linker = Linker(opts.strategy, opts.copy_patterns)
     store = VerifiedStore(cache_dir, buffered=True)
     dirs = list(live_dirs(catalog.tree))

@@ -13,6 +13,7 @@ SIGUSR1, ``stats.json`` with the cache fill counters.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -125,15 +126,19 @@ def _write_json(path: Path, obj: Any) -> None:
 # -- serving ----------------------------------------------------------------------------
 
 
-def _prepare(opts: MountOptions) -> tuple[Any, Any, str, Any]:
-    """Load (and validate) the catalog and plan the mount: (catalog, hololib, absolute
-    mountpoint, a function that writes the parsed-catalog index, or None)."""
+def _prepare(opts: MountOptions, preloaded: Any = None) -> tuple[Any, Any, str, Any]:
+    """Load (and validate) the catalog, unless ``preloaded`` (already validated) is given, and
+    plan the mount: (catalog, hololib, absolute mountpoint, a function that writes the
+    parsed-catalog index, or None)."""
     from .catalog_index import load_catalog
     from .library import Hololib, catalog_file
     from .paths import default_cache_dir
 
     path, lib = catalog_file(opts.catalog, opts.hololib)
-    catalog, save_index = load_catalog(path, opts.cache or default_cache_dir())
+    if preloaded is not None and preloaded.validated:
+        catalog, save_index = preloaded, None
+    else:
+        catalog, save_index = load_catalog(path, opts.cache or default_cache_dir())
     if lib is None:
         lib = Hololib.of_catalog(path)
     mountpoint = os.path.abspath(opts.mountpoint or catalog.path)
@@ -152,14 +157,15 @@ def check_mountpoint(mountpoint: str, *, create: bool) -> None:
         raise NotFound(f"mount point {mountpoint} does not exist")
 
 
-def serve_foreground(opts: MountOptions, *, on_ready: Any = None) -> None:
-    """Mount and serve until unmounted or SIGINT/SIGTERM (blocks)."""
+def serve_foreground(opts: MountOptions, *, on_ready: Any = None, preloaded: Any = None) -> None:
+    """Mount and serve until unmounted or SIGINT/SIGTERM (blocks). ``preloaded``: the
+    catalog, already parsed and validated (by the daemon start-up)."""
     from .cache import CacheFiller, FileCache
     from .relocation import plan_relocation
     from .verification import VerifyPolicy
     from .vtree import VirtualTree
 
-    catalog, lib, mountpoint, save_index = _prepare(opts)
+    catalog, lib, mountpoint, save_index = _prepare(opts, preloaded)
     try:
         policy = VerifyPolicy(opts.verify)
     except ValueError:
@@ -219,7 +225,8 @@ def serve_foreground(opts: MountOptions, *, on_ready: Any = None) -> None:
                 nursery.start_soon(mount.serve)
                 if layer is not None:
                     # The kernel looks the lower tree up while mounting: serve FUSE meanwhile.
-                    await trio.to_thread.run_sync(_mount_layer, fuse_point, layer, mountpoint, catalog)
+                    await trio.to_thread.run_sync(functools.partial(_mount_layer, fuse_point, layer, mountpoint, catalog,
+                                                                      allow_other=opts.allow_other))
                     overlay_up = True
                 _write_json(rundir / "mount.json", record)
                 log.info("mounted %s at %s (%d inodes, %s)", catalog.source, mountpoint, len(tree),
@@ -249,14 +256,15 @@ def _layer_for(opts: MountOptions, cache_root: Path, mountpoint: str) -> Any:
     return LayerDirs(Path(opts.upper).absolute()) if opts.upper else layer_dirs_for(mountpoint, cache_root)
 
 
-def _mount_layer(lower: str, layer: Any, mountpoint: str, catalog: Any) -> None:
+def _mount_layer(lower: str, layer: Any, mountpoint: str, catalog: Any, *, allow_other: bool = False) -> None:
     from .frontends.overlay import available_backend, mount_overlay
     from .upper import write_layer_record
 
-    fresh = not layer.upper.exists()
     layer.create()
-    if fresh:
-        os.chmod(layer.upper, os.stat(lower).st_mode & 0o7777)  # the root looks like the catalog's
+    # The merged root takes the upper root's mode. Kernel overlayfs has no allow_other check:
+    # unless the mount is shared, its root is 0700 so that nobody else (not even the owner's
+    # group, which 0750 would let in) gets past it; shared, it looks like the catalog's.
+    os.chmod(layer.upper, os.stat(lower).st_mode & 0o7777 if allow_other else 0o700)
     write_layer_record(layer, catalog, mountpoint)
     mount_overlay(Path(lower), layer, Path(mountpoint), available_backend() or "")
 
@@ -285,9 +293,11 @@ def mount_daemon(opts: MountOptions, *, timeout: float = READY_TIMEOUT) -> dict[
 
     Start-up runs on two cores: the daemon imports the FUSE stack (pyfuse3, trio: ~0.15 s)
     while this process parses and validates the catalog and keeps it in the cache's catalog
-    index (:mod:`holofs.catalog_index`); then it tells the daemon to go on, and the daemon
-    loads the catalog from that index. A bad catalog is reported from here, and the daemon,
-    which has done nothing yet, is killed."""
+    index (:mod:`holofs.catalog_index`), then sends ``go [<sha256 of the catalog bytes>]``.
+    A daemon that finds ``go`` waiting after its imports loads the index (small catalogs);
+    one that does not parses the catalog file itself meanwhile (big ones) and uses that parse
+    without validating again only if its bytes have the SHA-256 validated here. A bad catalog
+    is reported from here, and the daemon, which has done nothing yet, is killed."""
     log_path = _daemon_log_path(opts)
     read_fd, write_fd = os.pipe()
     go_read, go_write = os.pipe()
@@ -302,7 +312,7 @@ def mount_daemon(opts: MountOptions, *, timeout: float = READY_TIMEOUT) -> dict[
     os.close(write_fd)
     os.close(go_read)
     try:
-        _preload_catalog(opts)
+        go = _preload_catalog(opts)
     except BaseException:
         os.close(go_write)
         os.close(read_fd)
@@ -312,7 +322,7 @@ def mount_daemon(opts: MountOptions, *, timeout: float = READY_TIMEOUT) -> dict[
         with contextlib.suppress(OSError):
             log_path.unlink()
         raise
-    os.write(go_write, b"go\n")
+    os.write(go_write, go)
     os.close(go_write)
     message = _read_ready(read_fd, pid, timeout)
     if message.startswith("ready "):
@@ -339,22 +349,72 @@ def mount_daemon(opts: MountOptions, *, timeout: float = READY_TIMEOUT) -> dict[
                       f"(log: {log_path})")
 
 
-def _preload_catalog(opts: MountOptions) -> None:
+def _preload_catalog(opts: MountOptions) -> bytes:
     """Parse and validate the catalog (HolofsError if it is bad) and keep it in the catalog
-    index for the daemon. Any other failure is left to the daemon, which loads it again."""
-    from .catalog_index import load_catalog
+    index for the daemon; return the ``go`` message for it. Any other failure is left to the
+    daemon, which loads the catalog itself and reports it with its log."""
+    from .catalog_index import load_catalog_digest
     from .library import catalog_file
     from .paths import default_cache_dir
 
     try:
         path, _lib = catalog_file(opts.catalog, opts.hololib)
-        _catalog, save_index = load_catalog(path, opts.cache or default_cache_dir())
+        _catalog, save_index, digest = load_catalog_digest(path, opts.cache or default_cache_dir())
     except HolofsError:
         raise
-    except Exception:  # the daemon meets it again and reports it with its log
-        return
+    except Exception:
+        return b"go\n"
     if save_index is not None:
         save_index()
+    return f"go {digest}\n".encode() if digest else b"go\n"
+
+
+def _read_go(fd: int) -> bytes | None:
+    """The parent's ``go`` line (None if it closed the pipe without one: it failed)."""
+    buf = b""
+    with os.fdopen(fd, "rb", buffering=0) as pipe:
+        while b"\n" not in buf:
+            chunk = pipe.read(256)
+            if not chunk:
+                return None
+            buf += chunk
+    line = buf.split(b"\n", 1)[0]
+    return line if line == b"go" or line.startswith(b"go ") else None
+
+
+def _speculative_parse(opts: MountOptions) -> tuple[Any, str] | None:
+    """Parse (not validate) the catalog file while the parent validates it: (catalog,
+    SHA-256 of the bytes parsed), or None on any failure (the usual load reports it)."""
+    import hashlib
+
+    from .catalog import parse_catalog, read_catalog_bytes
+    from .library import catalog_file
+
+    try:
+        path, _lib = catalog_file(opts.catalog, opts.hololib)
+        raw = read_catalog_bytes(path)
+        digest = hashlib.sha256(raw).hexdigest()
+        return parse_catalog(raw, path), digest
+    except Exception:
+        return None
+
+
+def _daemon_catalog(opts: MountOptions, go_fd: int) -> Any:
+    """In the daemon, after its imports: the catalog to serve, parsed here and validated by
+    the parent (same bytes), or None to load it from the index / the file as usual."""
+    import select
+
+    speculative = None
+    if not select.select([go_fd], [], [], 0)[0]:  # the parent is still busy: a big catalog
+        speculative = _speculative_parse(opts)
+    go = _read_go(go_fd)
+    if go is None:  # the parent failed (and kills us): nothing to clean up
+        os._exit(0)
+    if speculative is not None and go == f"go {speculative[1]}".encode():
+        catalog = speculative[0]
+        catalog.validated = True
+        return catalog
+    return None
 
 
 def _read_ready(fd: int, pid: int, timeout: float) -> str:
@@ -389,15 +449,14 @@ def _import_serving_modules() -> None:
 
 def _daemon_main(opts: MountOptions, ready_fd: int, log_path: Path, go_fd: int | None = None) -> None:
     """Body of the forked daemon: detach, import the FUSE stack, wait for the parent's "go"
-    (the catalog is in the index by then), log to a file, serve, report readiness."""
+    (the catalog is validated by then), log to a file, serve, report readiness."""
     code = 0
     try:
         os.setsid()
+        preloaded = None
         if go_fd is not None:
             _import_serving_modules()
-            with os.fdopen(go_fd, "rb", buffering=0) as go:
-                if go.read(3) != b"go\n":  # the parent failed (and kills us): nothing to clean up
-                    os._exit(0)
+            preloaded = _daemon_catalog(opts, go_fd)
         devnull = os.open(os.devnull, os.O_RDWR)
         log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.dup2(devnull, 0)
@@ -424,7 +483,7 @@ def _daemon_main(opts: MountOptions, ready_fd: int, log_path: Path, go_fd: int |
             os.write(ready_fd, f"ready {json.dumps(info)}\n".encode())
             os.close(ready_fd)
 
-        serve_foreground(opts, on_ready=on_ready)
+        serve_foreground(opts, on_ready=on_ready, preloaded=preloaded)
     except HolofsError as exc:
         payload = {"message": str(exc), "errno": exc.errno, "exit_code": exc.exit_code}
         with contextlib.suppress(OSError):

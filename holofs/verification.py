@@ -160,11 +160,10 @@ class VerifiedStore:
             pass  # the record is an optimisation: failing to write it only means hashing again
 
     def _make_root(self) -> None:
-        os.makedirs(self.root, mode=0o700, exist_ok=True)
-        for d in (self.root, os.path.dirname(self.root)):
-            with contextlib.suppress(OSError):
-                if os.stat(d).st_mode & 0o077:
-                    os.chmod(d, 0o700)
+        from .paths import private_dir
+
+        private_dir(Path(self.root).parent)  # the cache root: refused if shared, never chmodded then
+        private_dir(Path(self.root))
 
     def _compact(self) -> None:
         """Rewrite the log with each key once (atomic rename)."""

@@ -52,7 +52,9 @@ def test_rcc_fixture_mount_equals_restore(rcc_catalog: Path, tmp_path: Path) -> 
     with mounted(rcc_catalog, target, cache=tmp_path / "cache", args=("--relocate-name-only",)) as m:
         actual = snapshot(m.mountpoint)
         st = os.stat(m.mountpoint)
-        assert st.st_mode & 0o777 == 0o750 and st.st_uid == os.getuid()
+        # A private writable mount's root is 0700 (kernel overlayfs has no allow_other check);
+        # everything below it, and a read-only or shared mount's root, is 0750 as RCC makes it.
+        assert st.st_mode & 0o777 == 0o700 and st.st_uid == os.getuid()
         expected = expected_snapshot(read_catalog(rcc_catalog), Hololib.of_catalog(rcc_catalog), RCC_TARGET)
         assert diff_snapshots(actual, expected) == []
         restored = tmp_path / "restore" / RCC_TARGET

@@ -171,13 +171,10 @@ def _inside_layer_upper(path: Path, cache: Path) -> bool:
 
 
 @requires_fuse
-@pytest.mark.xfail(_kernel_overlay_used(), strict=True,
-                   reason="known gap: a writable mount made by root is a kernel overlayfs mount, which has no "
-                          "allow_other check (it reaches the private FUSE lower layer with the mounter's "
-                          "credentials), so another user in the owner's group reads it without --allow-other")
 def test_writable_mount_is_private_unless_allow_other(world: dict) -> None:
     """The default (writable) mount: no other user gets in, not even one in the owner's group,
-    unless --allow-other is given."""
+    unless --allow-other is given. (Made by root it is a kernel overlayfs mount, which has no
+    allow_other check of its own: its root is 0700 then.)"""
     target = world["target"]
     with mounted(world["catalog"], target, cache=world["cache"]) as m:
         assert (m.mountpoint / "public.txt").read_bytes() == b"public\n"
@@ -231,3 +228,17 @@ def test_cache_directory_of_another_user_is_refused(world: dict) -> None:
     finally:
         force_unmount(world["target"])
     assert planted.read_bytes() == b"EVIL!!\n" and stat.S_IMODE(cache.stat().st_mode) == 0o755  # left alone
+
+
+def test_shared_cache_directory_is_refused_not_chmodded(world: dict, tmp_path: Path) -> None:
+    """HOLOFS_CACHE pointing at a world-writable directory (like /tmp): one-line refusal, and
+    its mode is left alone (holofs must never chmod a shared directory to 0700)."""
+    shared = world["base"] / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    env = {**os.environ, "HOLOFS_CACHE": os.fspath(shared)}
+    proc = subprocess.run([sys.executable, "-m", "holofs", "materialize", os.fspath(world["catalog"]),
+                           os.fspath(world["target"])], capture_output=True, text=True, env=env)
+    assert proc.returncode != 0 and "shared directory" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+    assert not world["target"].exists()
