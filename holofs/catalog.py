@@ -218,14 +218,31 @@ def catalog_from_json(obj: Any) -> Catalog:
 def read_catalog(path: str | os.PathLike[str]) -> Catalog:
     """Read a gzip'd RCC catalog file; every failure is a one-line CatalogError/NotFound."""
     path = Path(path)
+    box = [read_catalog_bytes(path)]
+    return _parse(box, path)
+
+
+def read_catalog_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The raw (gzip'd) bytes of a catalog file; NotFound/CatalogError if unreadable."""
+    path = Path(path)
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise NotFound(f"catalog not found: {path}") from None
     except IsADirectoryError:
         raise CatalogError(f"{path} is a directory, not a catalog file") from None
     except OSError as exc:
         raise CatalogError(f"cannot read catalog {path}: {exc.strerror}") from None
+
+
+def parse_catalog(raw: bytes, path: str | os.PathLike[str]) -> Catalog:
+    """Parse the bytes of a gzip'd RCC catalog file read from ``path`` (as :func:`read_catalog`)."""
+    return _parse([raw], Path(path))
+
+
+def _parse(box: list[bytes], path: Path) -> Catalog:
+    """Parse the catalog bytes in ``box``, which it empties (so the bytes can be freed early)."""
+    raw = box.pop()
     if raw[:2] != b"\x1f\x8b":
         raise CatalogError(f"{path} is not a catalog: not a gzip stream")
     try:

@@ -14,7 +14,6 @@ One index file per catalog path, so the directory does not grow with catalog ver
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import hashlib
 import marshal
@@ -76,6 +75,31 @@ def _from_index(data: bytes, identity: tuple[int, ...], path: Path) -> Catalog |
     return catalog
 
 
+def _load_index(index: Path, identity: tuple[int, ...], path: Path) -> Catalog | None:
+    try:
+        data = index.read_bytes()
+    except OSError:
+        return None
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # tens of thousands of new objects, none cyclic: no collection passes
+    try:
+        return _from_index(data, identity, path)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def load_indexed(path: str | os.PathLike[str], cache_root: str | os.PathLike[str]) -> Catalog | None:
+    """The catalog at ``path`` from the index only (``validated`` set), or None if the index
+    has no current entry for it (nothing is parsed)."""
+    path = Path(path)
+    try:
+        identity = _identity(os.stat(path))
+    except OSError:
+        return None
+    return _load_index(index_path(cache_root, path), identity, path)
+
+
 def read_validated(path: str | os.PathLike[str]) -> tuple[Catalog, str]:
     """Read, parse and validate the catalog file at ``path`` (CatalogError/NotFound on bad input).
 
@@ -117,17 +141,9 @@ def load_catalog_digest(path: str | os.PathLike[str], cache_root: str | os.PathL
     except OSError:
         identity = None  # read_catalog says what is wrong
     if identity is not None:
-        with contextlib.suppress(OSError):
-            data = index.read_bytes()
-            gc_was_enabled = gc.isenabled()
-            gc.disable()  # tens of thousands of new objects, none cyclic: no collection passes
-            try:
-                catalog = _from_index(data, identity, path)
-            finally:
-                if gc_was_enabled:
-                    gc.enable()
-            if catalog is not None:
-                return catalog, None, None
+        catalog = _load_index(index, identity, path)
+        if catalog is not None:
+            return catalog, None, None
     catalog, digest = read_validated(path)
     if identity is None:
         return catalog, None, digest

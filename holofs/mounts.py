@@ -293,11 +293,13 @@ def mount_daemon(opts: MountOptions, *, timeout: float = READY_TIMEOUT) -> dict[
 
     Start-up runs on two cores: the daemon imports the FUSE stack (pyfuse3, trio: ~0.15 s)
     while this process parses and validates the catalog and keeps it in the cache's catalog
-    index (:mod:`holofs.catalog_index`), then sends ``go [<sha256 of the catalog bytes>]``.
-    A daemon that finds ``go`` waiting after its imports loads the index (small catalogs);
-    one that does not parses the catalog file itself meanwhile (big ones) and uses that parse
-    without validating again only if its bytes have the SHA-256 validated here. A bad catalog
-    is reported from here, and the daemon, which has done nothing yet, is killed."""
+    sends ``go [<sha256 of the catalog bytes>]`` and then keeps the catalog in the cache's
+    catalog index (:mod:`holofs.catalog_index`) while the daemon works. A daemon that finds
+    ``go`` waiting after its imports loads the index if it is there yet (small catalogs), and
+    otherwise, as one still waiting (big catalogs) does meanwhile, parses the catalog file
+    itself, using that parse without validating again only if its bytes have the SHA-256
+    validated here. A bad catalog is reported from here, and the daemon, which has done
+    nothing yet, is killed."""
     log_path = _daemon_log_path(opts)
     read_fd, write_fd = os.pipe()
     go_read, go_write = os.pipe()
@@ -312,7 +314,7 @@ def mount_daemon(opts: MountOptions, *, timeout: float = READY_TIMEOUT) -> dict[
     os.close(write_fd)
     os.close(go_read)
     try:
-        go = _preload_catalog(opts)
+        go, save_index = _preload_catalog(opts)
     except BaseException:
         os.close(go_write)
         os.close(read_fd)
@@ -324,6 +326,8 @@ def mount_daemon(opts: MountOptions, *, timeout: float = READY_TIMEOUT) -> dict[
         raise
     os.write(go_write, go)
     os.close(go_write)
+    if save_index is not None:  # for the daemon (if it is not done first) and the next mount
+        save_index()
     message = _read_ready(read_fd, pid, timeout)
     if message.startswith("ready "):
         info = json.loads(message[len("ready "):])
@@ -349,10 +353,10 @@ def mount_daemon(opts: MountOptions, *, timeout: float = READY_TIMEOUT) -> dict[
                       f"(log: {log_path})")
 
 
-def _preload_catalog(opts: MountOptions) -> bytes:
-    """Parse and validate the catalog (HolofsError if it is bad) and keep it in the catalog
-    index for the daemon; return the ``go`` message for it. Any other failure is left to the
-    daemon, which loads the catalog itself and reports it with its log."""
+def _preload_catalog(opts: MountOptions) -> tuple[bytes, Any]:
+    """Parse and validate the catalog (HolofsError if it is bad); return the ``go`` message
+    for the daemon and the function that writes the catalog index (or None). Any other
+    failure is left to the daemon, which loads the catalog itself and reports it in its log."""
     from .catalog_index import load_catalog_digest
     from .library import catalog_file
     from .paths import default_cache_dir
@@ -363,10 +367,8 @@ def _preload_catalog(opts: MountOptions) -> bytes:
     except HolofsError:
         raise
     except Exception:
-        return b"go\n"
-    if save_index is not None:
-        save_index()
-    return f"go {digest}\n".encode() if digest else b"go\n"
+        return b"go\n", None
+    return (f"go {digest}\n".encode() if digest else b"go\n"), save_index
 
 
 def _read_go(fd: int) -> bytes | None:
@@ -399,22 +401,34 @@ def _speculative_parse(opts: MountOptions) -> tuple[Any, str] | None:
         return None
 
 
-def _daemon_catalog(opts: MountOptions, go_fd: int) -> Any:
-    """In the daemon, after its imports: the catalog to serve, parsed here and validated by
-    the parent (same bytes), or None to load it from the index / the file as usual."""
+def _daemon_catalog(opts: MountOptions, go_fd: int) -> tuple[Any, str]:
+    """In the daemon, after its imports: the catalog to serve, from the index or parsed here
+    and validated by the parent (same bytes), or None to load it as usual."""
     import select
 
+    from .catalog_index import load_indexed
+    from .library import catalog_file
+    from .paths import default_cache_dir
+
     speculative = None
-    if not select.select([go_fd], [], [], 0)[0]:  # the parent is still busy: a big catalog
+    waiting = not select.select([go_fd], [], [], 0)[0]
+    if waiting:  # the parent is still busy: a big catalog
         speculative = _speculative_parse(opts)
     go = _read_go(go_fd)
     if go is None:  # the parent failed (and kills us): nothing to clean up
         os._exit(0)
+    if not waiting:
+        with contextlib.suppress(Exception):
+            catalog = load_indexed(catalog_file(opts.catalog, opts.hololib)[0], opts.cache or default_cache_dir())
+            if catalog is not None:
+                return catalog, "the catalog index"
+        if go != b"go":
+            speculative = _speculative_parse(opts)
     if speculative is not None and go == f"go {speculative[1]}".encode():
         catalog = speculative[0]
         catalog.validated = True
-        return catalog
-    return None
+        return catalog, "parsed here, validated by the parent (same SHA-256)"
+    return None, "loaded after the parent's go"
 
 
 def _read_ready(fd: int, pid: int, timeout: float) -> str:
@@ -453,10 +467,10 @@ def _daemon_main(opts: MountOptions, ready_fd: int, log_path: Path, go_fd: int |
     code = 0
     try:
         os.setsid()
-        preloaded = None
+        preloaded, how = None, "loaded here"
         if go_fd is not None:
             _import_serving_modules()
-            preloaded = _daemon_catalog(opts, go_fd)
+            preloaded, how = _daemon_catalog(opts, go_fd)
         devnull = os.open(os.devnull, os.O_RDWR)
         log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.dup2(devnull, 0)
@@ -471,6 +485,7 @@ def _daemon_main(opts: MountOptions, ready_fd: int, log_path: Path, go_fd: int |
         handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
         root.setLevel(min(root.level, logging.INFO) if root.level else logging.INFO)
+        log.info("catalog %s: %s", opts.catalog, how)
 
         def on_ready(mountpoint: str, rundir: Path) -> None:
             final_log = rundir / "holofs.log"

@@ -150,7 +150,7 @@ class Mounter:
             if time.perf_counter() - t0 > 120:
                 proc.kill()
                 raise RuntimeError("holofs mount did not become ready within 120 s")
-            time.sleep(0.0005)
+            time.sleep(0.002)  # finer polling would take CPU from the two-process start-up
         returned = time.perf_counter() - t0
         out, err = proc.communicate()
         if proc.returncode != 0:

@@ -295,3 +295,33 @@ def test_daemon_start_parses_the_catalog_in_the_parent(rcc_catalog: Path, tmp_pa
         catalog, save = load_catalog(rcc_catalog, cache)
         assert save is None and catalog.validated  # served from the index the parent wrote
         assert sorted(os.listdir(m.mountpoint)) == sorted([*catalog.tree.subdirs, *catalog.tree.files])
+
+
+@pytest.mark.parametrize("go_first", [True, False], ids=["go-waiting", "go-later"])
+def test_daemon_uses_its_own_parse_only_for_the_bytes_the_parent_validated(rcc_catalog: Path, tmp_path: Path,
+                                                                         go_first: bool) -> None:
+    """The daemon skips validation only when the catalog bytes it parsed have the SHA-256 the
+    parent validated; otherwise (the file changed in between) it loads and validates as usual."""
+    import hashlib
+
+    from holofs.mounts import MountOptions, _daemon_catalog
+
+    opts = MountOptions(catalog=os.fspath(rcc_catalog), cache=os.fspath(tmp_path / "cache"))
+    good = hashlib.sha256(rcc_catalog.read_bytes()).hexdigest()
+    for digest, expect_parsed in ((good, True), ("0" * 64, False)):
+        r, w = os.pipe()
+        message = f"go {digest}\n".encode()
+        if go_first:
+            os.write(w, message)
+            os.close(w)
+        else:
+            timer = threading.Timer(0.05, lambda w=w, m=message: (os.write(w, m), os.close(w)))
+            timer.start()
+        catalog, how = _daemon_catalog(opts, r)
+        if not go_first:
+            timer.join()
+        if expect_parsed:
+            assert catalog is not None and catalog.validated and "validated by the parent" in how
+            assert catalog.identity == read_catalog(rcc_catalog).identity
+        else:
+            assert catalog is None  # serve_foreground then loads (and validates) it itself
