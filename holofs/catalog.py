@@ -7,6 +7,7 @@ JSON semantics (and, for catalogs RCC wrote, the same bytes once decompressed).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import gzip
 import io
@@ -217,9 +218,7 @@ def catalog_from_json(obj: Any) -> Catalog:
 
 def read_catalog(path: str | os.PathLike[str]) -> Catalog:
     """Read a gzip'd RCC catalog file; every failure is a one-line CatalogError/NotFound."""
-    path = Path(path)
-    box = [read_catalog_bytes(path)]
-    return _parse(box, path)
+    return parse_catalog(read_catalog_bytes(path), path)
 
 
 def read_catalog_bytes(path: str | os.PathLike[str]) -> bytes:
@@ -235,34 +234,37 @@ def read_catalog_bytes(path: str | os.PathLike[str]) -> bytes:
         raise CatalogError(f"cannot read catalog {path}: {exc.strerror}") from None
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """No garbage-collection passes inside: building a catalog's tens of thousands of objects
+    (none cyclic) otherwise triggers many of them for nothing."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def parse_catalog(raw: bytes, path: str | os.PathLike[str]) -> Catalog:
     """Parse the bytes of a gzip'd RCC catalog file read from ``path`` (as :func:`read_catalog`)."""
-    return _parse([raw], Path(path))
-
-
-def _parse(box: list[bytes], path: Path) -> Catalog:
-    """Parse the catalog bytes in ``box``, which it empties (so the bytes can be freed early)."""
-    raw = box.pop()
+    path = Path(path)
     if raw[:2] != b"\x1f\x8b":
         raise CatalogError(f"{path} is not a catalog: not a gzip stream")
     try:
         text = gzip.decompress(raw)
     except (EOFError, OSError, zlib.error) as exc:
         raise CatalogError(f"{path} is not a catalog: truncated or corrupt gzip ({exc})") from None
-    del raw
-    gc_was_enabled = gc.isenabled()
     try:
         obj = json.loads(text)
         del text  # the decoded tree replaces it: do not hold both (200k entries: ~80 MB of text)
-        gc.disable()  # tens of thousands of new objects and no cycles: skip collection passes
-        catalog = catalog_from_json(obj)
+        with gc_paused():
+            catalog = catalog_from_json(obj)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CatalogError(f"{path} is not a catalog: invalid JSON ({exc})") from None
     except RecursionError:
         raise CatalogError(f"{path}: the directory tree is nested too deeply") from None
-    finally:
-        if gc_was_enabled:
-            gc.enable()
     catalog.source = path
     return catalog
 

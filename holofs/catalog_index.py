@@ -14,7 +14,6 @@ One index file per catalog path, so the directory does not grow with catalog ver
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import marshal
 import os
@@ -22,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .catalog import Catalog, DirEntry, FileEntry, parse_catalog, read_catalog_bytes
+from .catalog import Catalog, DirEntry, FileEntry, gc_paused, parse_catalog, read_catalog_bytes
 from .errors import HolofsError
 from .fsutil import atomic_write_bytes
 from .paths import private_dir
@@ -80,13 +79,8 @@ def _load_index(index: Path, identity: tuple[int, ...], path: Path) -> Catalog |
         data = index.read_bytes()
     except OSError:
         return None
-    gc_was_enabled = gc.isenabled()
-    gc.disable()  # tens of thousands of new objects, none cyclic: no collection passes
-    try:
+    with gc_paused():
         return _from_index(data, identity, path)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
 
 
 def load_indexed(path: str | os.PathLike[str], cache_root: str | os.PathLike[str]) -> Catalog | None:
