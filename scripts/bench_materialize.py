@@ -50,6 +50,7 @@ from benchlib import (  # noqa: E402
     loop_fs,
     machine_info,
     measure,
+    precompile_holofs,
     rmtree,
     run,
     sync,
@@ -297,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--drop-caches", action="store_true", help="drop the page cache before every timed run")
     ap.add_argument("--json", dest="json_out", type=Path, help="write all results to this JSON file")
     args = ap.parse_args(argv)
+    precompile_holofs()
     args.work = args.work.resolve()
     args.profile = "small" if args.small else "full"
     args.libs = [e for e in args.libs.split(",") if e]

@@ -46,6 +46,7 @@ from benchlib import (  # noqa: E402
     load_corpus,
     log,
     machine_info,
+    precompile_holofs,
     rmtree,
     run,
     table,
@@ -205,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--drop-caches", action="store_true", help="drop the page cache before every cold run")
     ap.add_argument("--json", dest="json_out", type=Path, help="write all results to this JSON file")
     args = ap.parse_args(argv)
+    precompile_holofs()
     work = args.work.resolve()
     profile = "small" if args.small else "full"
     pwork = work / profile
