@@ -45,7 +45,7 @@ from .restore_state import (
     state_path,
     target_lock,
 )
-from .strategies import Linker, produce_file
+from .strategies import Linker, clone_new_files, produce_file
 from .verification import VerifiedStore, VerifyPolicy
 
 BATCH = 256
@@ -117,6 +117,8 @@ class _Ctx:
     dry_run: bool = False
     direct: bool = False  # building a fresh private staging dir: files go straight to their names
     target_dev: int | None = None
+    lib_fd: int | None = None  # the library directory, for the native clone loop of fresh builds
+    lib_dev: int = 0
     progress: Callable[[int], None] | None = None
     dir_fds: dict[str, int] = field(default_factory=dict)  # rel -> fd, opened beneath the parent's fd
     part_prefix: str = field(default_factory=lambda: f".part{os.getpid()}x{secrets.token_hex(4)}")
@@ -222,7 +224,10 @@ def _dir_files(ctx: _Ctx, rel: str, node: DirEntry, names: list[str] | None, fd:
     existing = scanned if scanned is not None else {}
     known = ctx.known
     files = node.files
-    for name in names if names is not None else files:
+    todo = names if names is not None else files
+    if ctx.direct and ctx.lib_fd is not None and ctx.linker.native:
+        todo = _clone_natively(ctx, rel, files, todo, fd, res)
+    for name in todo:
         entry = files[name]
         label = res.current = f"{rel}/{name}" if rel else name
         ex = existing.pop(name, None) if scan else None
@@ -331,6 +336,27 @@ def _dir_files(ctx: _Ctx, rel: str, node: DirEntry, names: list[str] | None, fd:
     return res
 
 
+def _clone_natively(ctx: _Ctx, rel: str, files: dict[str, FileEntry], names, fd: int, res: _DirResult) -> list[str]:
+    """Reflink what the native loop can of a fresh directory's files; returns the names left
+    for the general path (symlinks, rewritten files, and whatever the loop gave back)."""
+    items: list[tuple[str, FileEntry, str, int]] = []
+    other: list[str] = []
+    identity = ctx.relocation.is_identity
+    for name in names:
+        entry = files[name]
+        if entry.symlink or (entry.rewrite and not identity):
+            other.append(name)
+        else:
+            items.append((name, entry, f"{rel}/{name}" if rel else name, ctx.perm(entry.mode)))
+    rest, verified = clone_new_files(ctx.lib_fd, ctx.lib_dev, fd, ctx.target_dev, items, MOTHER_NS, ctx.linker,
+                                     ctx.store, ctx.policy)
+    res.written += len(items) - len(rest)
+    res.verified += verified
+    if len(rest) < len(items):
+        res.dir_changed = True
+    return other + [items[i][0] for i in rest]
+
+
 def _ensure_dirs(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], fresh: bool, problems: list[str]) -> set[str]:
     """Open (creating where missing) every real directory, parents first, into ``ctx.dir_fds``.
 
@@ -400,10 +426,22 @@ def _finish_dirs(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], force: bool, fresh
         _stamp_dir(ctx, fd, fresh)
 
 
+def _open_library(ctx: _Ctx) -> None:
+    """Give ``ctx`` the library directory's fd (the native loop opens blobs beneath it)."""
+    try:
+        ctx.lib_fd = os.open(ctx.lib.library_dir, _DIR_FLAGS)
+    except OSError:
+        return  # the general path reports a missing library per blob
+    ctx.lib_dev = os.fstat(ctx.lib_fd).st_dev
+
+
 def _close_dirs(ctx: _Ctx) -> None:
     for fd in ctx.dir_fds.values():
         os.close(fd)
     ctx.dir_fds.clear()
+    if ctx.lib_fd is not None:
+        os.close(ctx.lib_fd)
+        ctx.lib_fd = None
 
 
 def _make_jobs(dirs: list[tuple[str, DirEntry]]) -> list[Job]:
@@ -562,6 +600,8 @@ def materialize(catalog: Catalog, lib: Hololib, target: str | os.PathLike[str],
             problems: list[str] = []
             try:
                 made = _ensure_dirs(ctx, dirs, fresh, problems)
+                if fresh:
+                    _open_library(ctx)
                 body: list[bytes] = []  # the state's manifest, encoded while the workers run
 
                 def encode_manifest() -> None:

@@ -41,7 +41,12 @@ class VerifyPolicy(StrEnum):
 
 def blob_key(digest: str, st: os.stat_result) -> str:
     """The identity of a blob file as verified: any replacement or change alters it."""
-    return f"{digest} {st.st_dev} {st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns}"
+    return blob_key_of(digest, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+
+
+def blob_key_of(digest: str, ident: tuple[int, int, int, int, int]) -> str:
+    """:func:`blob_key` from ``(st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns)``."""
+    return f"{digest} {ident[0]} {ident[1]} {ident[2]} {ident[3]} {ident[4]}"
 
 
 class VerifiedStore:
@@ -108,8 +113,11 @@ class VerifiedStore:
 
     def is_verified_stat(self, digest: str, st: os.stat_result) -> bool:
         """True if ``digest`` was verified for exactly this blob file (by its stat)."""
+        return self.is_verified_key(blob_key(digest, st))
+
+    def is_verified_key(self, key: str) -> bool:
+        """True if the blob identity ``key`` (:func:`blob_key`) is recorded."""
         self._ensure_loaded()
-        key = blob_key(digest, st)
         if key in self._keys:
             return True
         with self._lock:  # perhaps another process verified it since we read the log
@@ -117,18 +125,24 @@ class VerifiedStore:
             return key in self._keys
 
     def needs_check_stat(self, digest: str, st: os.stat_result, policy: VerifyPolicy) -> bool:
+        return self.needs_check_key(blob_key(digest, st), policy)
+
+    def needs_check_key(self, key: str, policy: VerifyPolicy) -> bool:
         if policy == VerifyPolicy.ALWAYS:
             return True
         if policy == VerifyPolicy.SKIP:
             return False
-        return not self.is_verified_stat(digest, st)
+        return not self.is_verified_key(key)
 
     # -- writing ---------------------------------------------------------------------
 
     def mark_verified_stat(self, digest: str, st: os.stat_result) -> None:
         """Record that the blob file described by ``st`` hashes to ``digest``."""
+        self.mark_verified_key(blob_key(digest, st))
+
+    def mark_verified_key(self, key: str) -> None:
+        """Record the blob identity ``key`` (:func:`blob_key`) as verified."""
         self._ensure_loaded()
-        key = blob_key(digest, st)
         with self._lock:
             if key in self._keys:
                 return

@@ -64,9 +64,12 @@ ensure_venv() {
         rm -rf "$VENV"
         "$py" -m venv "$VENV" || die "python -m venv failed (is python3-venv installed?)"
     fi
-    # Reinstall only when pyproject.toml changed since the last successful install.
+    # Reinstall only when the build inputs changed since the last successful install (the
+    # editable install compiles holofs/_native.c once; it is not rebuilt on its own).
     local stamp="$VENV/.holofs-installed"
-    if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! "$VENV/bin/python" -c 'import holofs, pytest' 2>/dev/null; then
+    if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
+        || [ holofs/_native.c -nt "$stamp" ] \
+        || ! "$VENV/bin/python" -c 'import sys, holofs, pytest; sys.platform != "linux" or __import__("holofs._native")' 2>/dev/null; then
         say "installing holofs into $VENV (pip install -e '.[test]')"
         "$VENV/bin/python" -m pip install -q -e '.[test]' || die "pip install -e '.[test]' failed"
         touch "$stamp"
