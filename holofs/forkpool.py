@@ -41,10 +41,15 @@ def cpu_count() -> int:
 
 
 def _die_with_parent(parent: int) -> None:
-    import ctypes
+    try:
+        from . import _native
 
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        _native.set_parent_death_signal(signal.SIGKILL)
+    except (ImportError, OSError):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
 
