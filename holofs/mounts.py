@@ -13,6 +13,7 @@ SIGUSR1, ``stats.json`` with the cache fill counters.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
@@ -301,18 +302,27 @@ def mount_daemon(opts: MountOptions, *, timeout: float = READY_TIMEOUT) -> dict[
     validated here. A bad catalog is reported from here, and the daemon, which has done
     nothing yet, is killed."""
     log_path = _daemon_log_path(opts)
-    read_fd, write_fd = os.pipe()
-    go_read, go_write = os.pipe()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:  # the daemon
-        os.close(read_fd)
-        os.close(go_write)
-        _daemon_main(opts, write_fd, log_path, go_read)
-        os._exit(0)  # not reached
-    os.close(write_fd)
-    os.close(go_read)
+    from .entry import take_early_daemon
+
+    early = take_early_daemon()
+    if early is not None:  # forked at start-up, importing since: send it its job
+        pid, go_write, read_fd = early
+        job = {"opts": dataclasses.asdict(opts), "log": os.fspath(log_path),
+               "level": logging.getLogger().getEffectiveLevel()}
+        os.write(go_write, f"{json.dumps(job)}\n".encode())
+    else:
+        read_fd, write_fd = os.pipe()
+        go_read, go_write = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the daemon
+            os.close(read_fd)
+            os.close(go_write)
+            _daemon_main(opts, write_fd, log_path, go_read)
+            os._exit(0)  # not reached
+        os.close(write_fd)
+        os.close(go_read)
     try:
         go, save_index = _preload_catalog(opts)
     except BaseException:
@@ -353,6 +363,30 @@ def mount_daemon(opts: MountOptions, *, timeout: float = READY_TIMEOUT) -> dict[
                       f"(log: {log_path})")
 
 
+def early_daemon_main(job_fd: int, ready_fd: int) -> None:
+    """The daemon forked by :func:`holofs.entry.fork_early_daemon`: import the FUSE stack,
+    wait for the job line (options, log file, log level), then go on as :func:`mount_daemon`'s
+    child does."""
+    code = 0
+    try:
+        os.setsid()  # no terminal signals: Ctrl-C on the CLI closes the pipe instead
+        with contextlib.suppress(Exception):  # a failure recurs in _daemon_main and is reported
+            _import_serving_modules()
+        buf = b""
+        while b"\n" not in buf:
+            chunk = os.read(job_fd, 65536)
+            if not chunk:
+                os._exit(0)  # the CLI ended without mounting
+            buf += chunk
+        line, pending = buf.split(b"\n", 1)
+        job = json.loads(line)
+        logging.getLogger().setLevel(int(job["level"]))
+        _daemon_main(MountOptions(**job["opts"]), ready_fd, Path(job["log"]), job_fd, pending)
+    except BaseException:
+        code = 1
+    os._exit(code)
+
+
 def _preload_catalog(opts: MountOptions) -> tuple[bytes, Any]:
     """Parse and validate the catalog (HolofsError if it is bad); return the ``go`` message
     for the daemon and the function that writes the catalog index (or None). Any other
@@ -371,9 +405,10 @@ def _preload_catalog(opts: MountOptions) -> tuple[bytes, Any]:
     return (f"go {digest}\n".encode() if digest else b"go\n"), save_index
 
 
-def _read_go(fd: int) -> bytes | None:
-    """The parent's ``go`` line (None if it closed the pipe without one: it failed)."""
-    buf = b""
+def _read_go(fd: int, pending: bytes = b"") -> bytes | None:
+    """The parent's ``go`` line (None if it closed the pipe without one: it failed);
+    ``pending``: what was already read from the pipe."""
+    buf = pending
     with os.fdopen(fd, "rb", buffering=0) as pipe:
         while b"\n" not in buf:
             chunk = pipe.read(256)
@@ -401,7 +436,7 @@ def _speculative_parse(opts: MountOptions) -> tuple[Any, str] | None:
         return None
 
 
-def _daemon_catalog(opts: MountOptions, go_fd: int) -> tuple[Any, str]:
+def _daemon_catalog(opts: MountOptions, go_fd: int, pending: bytes = b"") -> tuple[Any, str]:
     """In the daemon, after its imports: the catalog to serve, from the index or parsed here
     and validated by the parent (same bytes), or None to load it as usual."""
     import select
@@ -411,10 +446,10 @@ def _daemon_catalog(opts: MountOptions, go_fd: int) -> tuple[Any, str]:
     from .paths import default_cache_dir
 
     speculative = None
-    waiting = not select.select([go_fd], [], [], 0)[0]
+    waiting = not pending and not select.select([go_fd], [], [], 0)[0]
     if waiting:  # the parent is still busy: a big catalog
         speculative = _speculative_parse(opts)
-    go = _read_go(go_fd)
+    go = _read_go(go_fd, pending)
     if go is None:  # the parent failed (and kills us): nothing to clean up
         os._exit(0)
     if not waiting:
@@ -461,16 +496,18 @@ def _import_serving_modules() -> None:
     from .frontends import fuse  # noqa: F401
 
 
-def _daemon_main(opts: MountOptions, ready_fd: int, log_path: Path, go_fd: int | None = None) -> None:
+def _daemon_main(opts: MountOptions, ready_fd: int, log_path: Path, go_fd: int | None = None,
+                 pending: bytes = b"") -> None:
     """Body of the forked daemon: detach, import the FUSE stack, wait for the parent's "go"
     (the catalog is validated by then), log to a file, serve, report readiness."""
     code = 0
     try:
-        os.setsid()
+        if os.getsid(0) != os.getpid():  # (an early daemon already is a session leader)
+            os.setsid()
         preloaded, how = None, "loaded here"
         if go_fd is not None:
             _import_serving_modules()
-            preloaded, how = _daemon_catalog(opts, go_fd)
+            preloaded, how = _daemon_catalog(opts, go_fd, pending)
         devnull = os.open(os.devnull, os.O_RDWR)
         log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.dup2(devnull, 0)

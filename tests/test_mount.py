@@ -297,6 +297,34 @@ def test_daemon_start_parses_the_catalog_in_the_parent(rcc_catalog: Path, tmp_pa
         assert sorted(os.listdir(m.mountpoint)) == sorted([*catalog.tree.subdirs, *catalog.tree.files])
 
 
+def test_early_daemon_only_for_background_mounts() -> None:
+    from holofs.entry import wants_early_daemon
+
+    assert wants_early_daemon(["mount", "cat", "dir"]) and wants_early_daemon(["-v", "mount", "cat", "--json"])
+    for args in (["mount", "-f", "cat"], ["mount", "--foreground", "cat"], ["mount", "--help"], ["--version"],
+                 ["materialize", "mount", "dir"], ["umount", "dir"], []):
+        assert not wants_early_daemon(args), args
+
+
+def test_early_daemon_leaves_with_the_cli(rcc_catalog: Path, tmp_path: Path) -> None:
+    """``holofs mount`` forks its daemon before parsing anything: when the command then fails
+    (usage error, missing catalog, bad mount point) that daemon exits with it, mounting nothing."""
+    cache = tmp_path / "cache"
+    missing = tmp_path / "missing-early" / "nope.catalog"
+    cases = [
+        (("mount", missing, "--cache", cache), "not found"),
+        (("mount", rcc_catalog, tmp_path / "early-mp", "--cache", cache, "--no-such-option"), "no such option"),
+        (("mount", rcc_catalog, tmp_path / "base" / "short", "--cache", cache), "length mismatch"),
+    ]
+    for args, message in cases:
+        proc = run_holofs(*args)
+        assert proc.returncode != 0 and message in proc.stderr.lower(), proc.stderr
+        assert "Traceback" not in proc.stderr
+    marker = os.fspath(tmp_path)
+    wait_for(lambda: _processes_naming(marker) == [], 30, "early daemons to exit")
+    assert not is_mounted(tmp_path / "early-mp") and not is_mounted(tmp_path / "base" / "short")
+
+
 @pytest.mark.parametrize("go_first", [True, False], ids=["go-waiting", "go-later"])
 def test_daemon_uses_its_own_parse_only_for_the_bytes_the_parent_validated(rcc_catalog: Path, tmp_path: Path,
                                                                          go_first: bool) -> None:
