@@ -22,11 +22,10 @@ def wants_early_daemon(args: list[str]) -> bool:
             and not any(a in EARLY_EXCLUDED for a in args))
 
 
-def fork_early_daemon() -> None:
-    """Fork the mount daemon now. It imports, then waits for :func:`holofs.mounts.mount_daemon`
-    to send its options; if this process ends without mounting (a usage error, a bad
-    catalog), the pipe closes and the daemon exits."""
-    global _early_daemon
+def fork_daemon() -> tuple[int, int, int]:
+    """Fork a mount daemon now: ``(pid, job/go pipe, ready pipe)``. It imports, then waits for
+    :func:`holofs.mounts.mount_daemon` to send its options; if this process ends without
+    mounting (a usage error, a bad catalog), the pipe closes and the daemon exits."""
     job_read, job_write = os.pipe()
     ready_read, ready_write = os.pipe()
     sys.stdout.flush()
@@ -43,19 +42,20 @@ def fork_early_daemon() -> None:
             os._exit(1)
     os.close(job_read)
     os.close(ready_write)
-    _early_daemon = (pid, job_write, ready_read)
+    return pid, job_write, ready_read
 
 
 def take_early_daemon() -> tuple[int, int, int] | None:
-    """The early daemon's (pid, job pipe, ready pipe), once; None if there is none."""
+    """The daemon :func:`main` forked (see :func:`fork_daemon`), once; None if there is none."""
     global _early_daemon
     early, _early_daemon = _early_daemon, None
     return early
 
 
 def main() -> None:
+    global _early_daemon
     if wants_early_daemon(sys.argv[1:]):
-        fork_early_daemon()
+        _early_daemon = fork_daemon()
     from .cli import main as cli_main
 
     cli_main()

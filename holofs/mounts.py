@@ -290,39 +290,25 @@ def _daemon_log_path(opts: MountOptions) -> Path:
 
 
 def mount_daemon(opts: MountOptions, *, timeout: float = READY_TIMEOUT) -> dict[str, Any]:
-    """Fork a daemon that serves the mount; return once it is ready (or raise its error).
+    """Start the daemon that serves the mount; return once it is ready (or raise its error).
 
-    Start-up runs on two cores: the daemon imports the FUSE stack (pyfuse3, trio: ~0.15 s)
-    while this process parses and validates the catalog and keeps it in the cache's catalog
-    sends ``go [<sha256 of the catalog bytes>]`` and then keeps the catalog in the cache's
-    catalog index (:mod:`holofs.catalog_index`) while the daemon works. A daemon that finds
-    ``go`` waiting after its imports loads the index if it is there yet (small catalogs), and
-    otherwise, as one still waiting (big catalogs) does meanwhile, parses the catalog file
-    itself, using that parse without validating again only if its bytes have the SHA-256
-    validated here. A bad catalog is reported from here, and the daemon, which has done
-    nothing yet, is killed."""
+    Start-up runs on two cores: the daemon (usually forked by the console entry point before
+    the CLI loaded) imports the FUSE stack (pyfuse3, trio: ~0.2 s) while this process parses
+    and validates the catalog. This process sends the daemon its options, then ``go
+    [<sha256 of the catalog bytes>]``, then keeps the catalog in the cache's catalog index
+    (:mod:`holofs.catalog_index`) while the daemon works. A daemon that finds ``go`` waiting
+    after its imports loads the index if it is there yet (small catalogs), and otherwise, as
+    one still waiting (big catalogs) does meanwhile, parses the catalog file itself, using that
+    parse without validating again only if its bytes have the SHA-256 validated here. A bad
+    catalog is reported from here, and the daemon, which has done nothing yet, is killed."""
     log_path = _daemon_log_path(opts)
-    from .entry import take_early_daemon
+    from .entry import fork_daemon, take_early_daemon
 
-    early = take_early_daemon()
-    if early is not None:  # forked at start-up, importing since: send it its job
-        pid, go_write, read_fd = early
-        job = {"opts": dataclasses.asdict(opts), "log": os.fspath(log_path),
-               "level": logging.getLogger().getEffectiveLevel()}
-        os.write(go_write, f"{json.dumps(job)}\n".encode())
-    else:
-        read_fd, write_fd = os.pipe()
-        go_read, go_write = os.pipe()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # the daemon
-            os.close(read_fd)
-            os.close(go_write)
-            _daemon_main(opts, write_fd, log_path, go_read)
-            os._exit(0)  # not reached
-        os.close(write_fd)
-        os.close(go_read)
+    # Forked by the console entry point (importing since), or now (e.g. holofs layer's remount).
+    pid, go_write, read_fd = take_early_daemon() or fork_daemon()
+    job = {"opts": dataclasses.asdict(opts), "log": os.fspath(log_path),
+           "level": logging.getLogger().getEffectiveLevel()}
+    os.write(go_write, f"{json.dumps(job)}\n".encode())
     try:
         go, save_index = _preload_catalog(opts)
     except BaseException:
@@ -364,9 +350,9 @@ def mount_daemon(opts: MountOptions, *, timeout: float = READY_TIMEOUT) -> dict[
 
 
 def early_daemon_main(job_fd: int, ready_fd: int) -> None:
-    """The daemon forked by :func:`holofs.entry.fork_early_daemon`: import the FUSE stack,
-    wait for the job line (options, log file, log level), then go on as :func:`mount_daemon`'s
-    child does."""
+    """The daemon forked by :func:`holofs.entry.fork_daemon`: detach, import the FUSE
+    stack, wait for the job line :func:`mount_daemon` sends (options, log file, log level),
+    then serve (:func:`_daemon_main`)."""
     code = 0
     try:
         os.setsid()  # no terminal signals: Ctrl-C on the CLI closes the pipe instead
@@ -496,18 +482,13 @@ def _import_serving_modules() -> None:
     from .frontends import fuse  # noqa: F401
 
 
-def _daemon_main(opts: MountOptions, ready_fd: int, log_path: Path, go_fd: int | None = None,
-                 pending: bytes = b"") -> None:
-    """Body of the forked daemon: detach, import the FUSE stack, wait for the parent's "go"
-    (the catalog is validated by then), log to a file, serve, report readiness."""
+def _daemon_main(opts: MountOptions, ready_fd: int, log_path: Path, go_fd: int, pending: bytes = b"") -> None:
+    """The daemon once it has its job: wait for the parent's "go" (the catalog is validated
+    by then), log to a file, serve, report readiness."""
     code = 0
     try:
-        if os.getsid(0) != os.getpid():  # (an early daemon already is a session leader)
-            os.setsid()
-        preloaded, how = None, "loaded here"
-        if go_fd is not None:
-            _import_serving_modules()
-            preloaded, how = _daemon_catalog(opts, go_fd, pending)
+        _import_serving_modules()  # (done already unless it failed: then it raises here)
+        preloaded, how = _daemon_catalog(opts, go_fd, pending)
         devnull = os.open(os.devnull, os.O_RDWR)
         log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.dup2(devnull, 0)

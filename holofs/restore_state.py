@@ -3,8 +3,9 @@
 ``<parent>/.<name>.holofs`` (0600, ignored unless owned by the user running holofs) holds a
 one-line JSON header (``version``, ``complete``, ``catalog`` = SHA-256 of the catalog file,
 ``keep_special``, ``name_only``) and a body in Python's ``marshal`` format (versions 1 and 2:
-gzip'd JSON, still read; marshal is ~20x faster both ways, which a 17k-file restore notices). While a restore runs the header says ``complete: false`` (a journal); the body then maps
-the paths whose content is known to their digests. A completed restore stores a *manifest*:
+gzip'd JSON, still read; marshal is ~20x faster both ways, which a 17k-file restore
+notices). While a restore runs the header says ``complete: false`` (a journal); the body then
+maps the paths whose content is known to their digests. A completed restore stores a *manifest*:
 per restored directory ``[rel, {file: [size, permission bits, digest]}, {symlink: target},
 [real subdirectories], [optional (shadow) subdirectories]]``.
 
@@ -197,22 +198,14 @@ def tree_is_intact(target: str, manifest: list[list[Any]]) -> int | None:
         return None
     if len(manifest) < INTACT_SPLIT or not forkpool.available() or forkpool.cpu_count() < 2:
         return _dirs_intact(target, manifest)
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child checks every other directory and writes its count
-        try:
-            os.close(r)
-            n = _dirs_intact(target, manifest[1::2])
-            os.write(w, str(-1 if n is None else n).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    mine = _dirs_intact(target, manifest[0::2])
-    with os.fdopen(r, "rb") as f:
-        answer = f.read()
-    os.waitpid(pid, 0)
-    theirs = int(answer) if answer else -1
-    return None if mine is None or theirs < 0 else mine + theirs
+
+    def half(share: list[list[Any]], _progress: Any = None) -> int:
+        n = _dirs_intact(target, share)
+        return -1 if n is None else n
+
+    mine: list[int] = []
+    theirs = forkpool.run_forked(half, [manifest[1::2]], meanwhile=lambda: mine.append(half(manifest[0::2])))[0]
+    return None if mine[0] < 0 or theirs < 0 else mine[0] + theirs
 
 
 INTACT_SPLIT = 256  # directories: below this, one process checks them all

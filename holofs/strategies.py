@@ -50,7 +50,7 @@ from .catalog import FileEntry
 from .digest import SIPHASH128, algorithm_of, new_hasher, siphash128
 from .errors import CatalogError, CorruptBlob, MissingBlob
 from .fsutil import current_umask, raise_for_disk
-from .library import GZIP_MAGIC, ZSTD_MAGIC, Hololib
+from .library import GZIP_MAGIC, ZSTD_MAGIC, Hololib, blob_relpath
 from .relocation import Relocation
 from .verification import VerifyPolicy, blob_key_of
 
@@ -373,7 +373,7 @@ def produce_file(
 
     digest = entry.digest
     lib_dir = os.fspath(lib.library_dir)
-    blob = f"{lib_dir}/{digest[0:2]}/{digest[2:4]}/{digest[4:6]}/{digest}"
+    blob = f"{lib_dir}/{blob_relpath(digest)}"
     try:
         src = os.open(blob, _OPEN_BLOB)
     except FileNotFoundError:
@@ -466,23 +466,22 @@ def clone_new_files(lib_fd: int, lib_dev: int, dir_fd: int, target_dev: int,
 
     ``items``: ``(name, entry, label, perm)`` of regular files whose content needs no rewrite
     (the caller checks), created under ``dir_fd`` (nobody else sees it until the build is
-    renamed into place) with mtime = atime = ``times_ns``. Blobs needing verification are hashed after the clone (a mismatch
-    removes the file and raises CorruptBlob). Returns the indexes of the items left to
-    :func:`produce_file` (not raw, not cloneable, or an error to report) and the number of
-    blobs hashed."""
+    renamed into place) with mtime = atime = ``times_ns``. Blobs needing verification are
+    hashed after the clone (a mismatch removes the file and raises CorruptBlob). Returns the
+    indexes of the items left to :func:`produce_file` (copy-pattern matches, not raw, not
+    cloneable, or an error to report) and the number of blobs hashed."""
     pair = (lib_dev, target_dev)
     if not linker.native or linker.reflink_known(pair) is False or not items:
         return list(range(len(items))), 0
-    if linker.copy_patterns:
-        keep = [i for i, it in enumerate(items) if not linker.must_copy(it[2])]
-        rest = [i for i, it in enumerate(items) if linker.must_copy(it[2])]
-    else:
-        keep, rest = list(range(len(items))), []
+    keep: list[int] = []
+    rest: list[int] = []
+    for i, item in enumerate(items):
+        (rest if linker.must_copy(item[2]) else keep).append(i)
     t0 = time.perf_counter()
     blobs, names, perms, sizes = [], [], [], []
     for i in keep:
         name, entry, _label, perm = items[i]
-        blobs.append(_blob_rel(entry.digest))
+        blobs.append(blob_relpath(entry.digest))
         names.append(name)
         perms.append(perm)
         sizes.append(entry.size)
@@ -520,13 +519,9 @@ def clone_new_files(lib_fd: int, lib_dev: int, dir_fd: int, target_dev: int,
 NOT_RAW = -1  # holofs._native: the blob's size is not the entry's (compressed)
 
 
-def _blob_rel(digest: str) -> str:
-    return f"{digest[0:2]}/{digest[2:4]}/{digest[4:6]}/{digest}"
-
-
 def _verify_clone(lib_fd: int, dir_fd: int, name: str, entry: FileEntry, label: str) -> None:
     """Hash a cloned file's blob; on a mismatch remove the clone and raise CorruptBlob."""
-    src = os.open(_blob_rel(entry.digest), _OPEN_BLOB, dir_fd=lib_fd)
+    src = os.open(blob_relpath(entry.digest), _OPEN_BLOB, dir_fd=lib_fd)
     try:
         actual = _hash_fd(src, entry.size, entry.digest)
     finally:

@@ -317,3 +317,26 @@ def test_state_file_of_an_older_holofs_is_understood(restored, tmp_path):
     before = _identities(target)
     report = materialize(catalog, lib, target, opts(tmp_path))
     assert report.files_written == 0 and _identities(target) == before
+
+
+def test_quick_intact_check_of_a_big_tree_is_split_and_still_exact(tmp_path):
+    """Past INTACT_SPLIT directories the quick check runs half the tree in a forked child:
+    both halves must count, and a change in either half must be seen."""
+    from holofs.restore_state import INTACT_SPLIT, State, tree_is_intact
+
+    extra = {f"pkgs/p{i:03d}/m.py": f"# {i}\n".encode() for i in range(INTACT_SPLIT + 20)}
+    _tree, catalog, lib = build_generated(tmp_path, "gzip", extra=extra)
+    target = tmp_path / "space" / TARGET_NAME
+    target.parent.mkdir()
+    report = materialize(catalog, lib, target, opts(tmp_path))
+    manifest = State.read(state_path(os.fspath(target))).manifest()
+    assert len(manifest) >= INTACT_SPLIT
+    assert tree_is_intact(os.fspath(target), manifest) == report.files_written + report.symlinks
+    for index in (0, 1):  # a directory the parent checks, then one the child checks
+        rel, files = manifest[index][0], manifest[index][1]
+        name = next(iter(files))
+        path = target / rel / name if rel else target / name
+        os.chmod(path, 0o600 if files[name][1] != 0o600 else 0o644)
+        assert tree_is_intact(os.fspath(target), manifest) is None, rel
+        os.chmod(path, files[name][1])
+    assert tree_is_intact(os.fspath(target), manifest) == report.files_written + report.symlinks
