@@ -1,19 +1,25 @@
-/* holofs._native: the per-file loop of a fresh reflink restore, in C.
+/* holofs._native: a fresh reflink restore's directories and files, in C threads.
  *
- * Python costs 30-50 us per file around six system calls that take the kernel ~25 us; the
- * loop below does the same calls with the GIL released. It is an accelerator only: every
- * item it does not finish is left untouched (no file created) or removed again, and the
- * caller redoes it on the general Python path, which also produces the user-facing error.
+ * Python costs 30-50 us per file around six system calls that take the kernel ~25 us, and
+ * per-directory Python work on top; the loop below does the same calls with the GIL released,
+ * in its own threads. It is an accelerator only: every item it does not finish is left
+ * uncreated (or removed again), and the caller redoes it on the general Python path, which
+ * also produces the user-facing error.
  *
- * clone_files(lib_fd, dir_fd, blobs, names, modes, sizes, chmod_mask, mtime_ns) -> list
- *   blobs[i]: path of the raw blob relative to lib_fd; names[i]: new file under dir_fd
- *   (created O_EXCL|O_NOFOLLOW with modes[i], fchmod'ed when modes[i] & chmod_mask);
- *   sizes[i]: the catalog size (a blob of another size is not raw: the item is skipped).
- *   Per processed item the result holds either the blob's
- *   (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns) -- the file exists, cloned with
- *   FICLONE (or empty) and stamped with mtime=atime=mtime_ns -- or an int: -1 for "blob
- *   not raw", else the errno that stopped the item. The loop stops after the first errno,
- *   so the list may be shorter than the input: the rest was not attempted.
+ * build_tree(lib_fd, root_fd, dir_parents, dir_names, file_dirs, blobs, names, modes, sizes,
+ *            chmod_mask, dir_mode, mtime_ns, threads, counter) -> (dir_fds, results)
+ *   Directory 0 is root_fd (open, not closed here); directory i > 0 is made as
+ *   dir_names[i] (mode dir_mode) under directory dir_parents[i], and opened O_NOFOLLOW.
+ *   File i is created O_EXCL|O_NOFOLLOW as names[i] in directory file_dirs[i] (non-
+ *   decreasing) with modes[i] (fchmod'ed when modes[i] & chmod_mask), reflinked (FICLONE)
+ *   from the raw blob at blobs[i] (relative to lib_fd) and stamped mtime=atime=mtime_ns;
+ *   sizes[i] is the catalog size (a blob of another size is not raw: skipped).
+ *   dir_fds[i]: the directory's new fd (the caller closes it), or -1 if it was not made.
+ *   results[i]: the blob's (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns) for a file
+ *   made, else NOT_RAW (-1), NOT_TRIED (-2) or the errno that stopped it. The first errno
+ *   (a file or a directory) stops every thread: the rest is NOT_TRIED.
+ *   counter: None or a writable 8-byte buffer, atomically increased by each file made (progress
+ *   for a caller polling from another thread).
  *
  * set_parent_death_signal(signum): prctl(PR_SET_PDEATHSIG) for forked workers (importing
  *   ctypes for this one call costs a worker ~15 ms of start-up).
@@ -25,6 +31,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
@@ -32,19 +41,47 @@
 #include <unistd.h>
 
 #define NOT_RAW (-1)
+#define NOT_TRIED (-2)
+#define UNIT 32 /* files handed to a thread at a time */
+
+enum { DIR_TODO, DIR_MAKING, DIR_READY, DIR_FAILED };
 
 typedef struct {
     const char *blob;
     const char *name;
     unsigned int mode;
     long long size;
-    int err; /* 0 done, NOT_RAW, or errno */
+    int err; /* 0 done, NOT_RAW, NOT_TRIED or errno */
     struct stat st;
 } item_t;
 
-static void clone_one(int lib_fd, int dir_fd, item_t *it, unsigned int chmod_mask,
-                      const struct timespec times[2]) {
-    int src = openat(lib_fd, it->blob, O_RDONLY | O_CLOEXEC);
+typedef struct {
+    const char *name;
+    int parent;
+    int fd;
+    int state; /* DIR_*, atomic */
+} dir_t;
+
+typedef struct {
+    int dir;
+    Py_ssize_t start, end; /* files [start, end) of that directory */
+} unit_t;
+
+typedef struct {
+    int lib_fd;
+    unsigned int chmod_mask, dir_mode;
+    struct timespec times[2];
+    dir_t *dirs;
+    item_t *items;
+    unit_t *units;
+    Py_ssize_t nunits;
+    Py_ssize_t next; /* atomic: the next unit to take */
+    int stop;        /* atomic: an errno was met */
+    long long *counter;
+} tree_t;
+
+static void clone_one(const tree_t *t, int dir_fd, item_t *it) {
+    int src = openat(t->lib_fd, it->blob, O_RDONLY | O_CLOEXEC);
     if (src < 0) {
         it->err = errno;
         return;
@@ -69,9 +106,9 @@ static void clone_one(int lib_fd, int dir_fd, item_t *it, unsigned int chmod_mas
     int err = 0;
     if (it->size > 0 && ioctl(dst, FICLONE, src) < 0)
         err = errno;
-    if (!err && (it->mode & chmod_mask) && fchmod(dst, it->mode & 07777) < 0)
+    if (!err && (it->mode & t->chmod_mask) && fchmod(dst, it->mode & 07777) < 0)
         err = errno;
-    if (!err && futimens(dst, times) < 0)
+    if (!err && futimens(dst, t->times) < 0)
         err = errno;
     if (close(dst) < 0 && !err)
         err = errno;
@@ -81,26 +118,108 @@ static void clone_one(int lib_fd, int dir_fd, item_t *it, unsigned int chmod_mas
     it->err = err;
 }
 
-static int fill_items(item_t *items, Py_ssize_t n, PyObject *blobs, PyObject *names,
-                      PyObject *modes, PyObject *sizes, PyObject *keep) {
+/* The fd of directory d, made (parents first) by whichever thread needs it first; -1 if it
+ * cannot be made (the stop flag is then set). */
+static int ensure_dir(tree_t *t, int d) {
+    dir_t *dir = &t->dirs[d];
+    for (;;) {
+        int state = __atomic_load_n(&dir->state, __ATOMIC_ACQUIRE);
+        if (state == DIR_READY)
+            return dir->fd;
+        if (state == DIR_FAILED)
+            return -1;
+        int expected = DIR_TODO;
+        if (state == DIR_MAKING ||
+            !__atomic_compare_exchange_n(&dir->state, &expected, DIR_MAKING, 0, __ATOMIC_ACQ_REL,
+                                         __ATOMIC_ACQUIRE)) {
+            sched_yield(); /* another thread is making it: a mkdir and an open */
+            continue;
+        }
+        int parent_fd = ensure_dir(t, dir->parent);
+        int fd = -1;
+        if (parent_fd >= 0 && mkdirat(parent_fd, dir->name, t->dir_mode) == 0) {
+            fd = openat(parent_fd, dir->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (fd < 0)
+                unlinkat(parent_fd, dir->name, AT_REMOVEDIR);
+        }
+        dir->fd = fd;
+        if (fd < 0)
+            __atomic_store_n(&t->stop, 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&dir->state, fd < 0 ? DIR_FAILED : DIR_READY, __ATOMIC_RELEASE);
+        return fd;
+    }
+}
+
+static void *tree_worker(void *arg) {
+    tree_t *t = arg;
+    while (!__atomic_load_n(&t->stop, __ATOMIC_RELAXED)) {
+        Py_ssize_t u = __atomic_fetch_add(&t->next, 1, __ATOMIC_RELAXED);
+        if (u >= t->nunits)
+            break;
+        const unit_t *unit = &t->units[u];
+        int fd = ensure_dir(t, unit->dir);
+        if (fd < 0)
+            break;
+        long long made = 0;
+        for (Py_ssize_t i = unit->start; i < unit->end && !__atomic_load_n(&t->stop, __ATOMIC_RELAXED); i++) {
+            clone_one(t, fd, &t->items[i]);
+            if (t->items[i].err > 0) {
+                __atomic_store_n(&t->stop, 1, __ATOMIC_RELAXED);
+                break;
+            }
+            made += t->items[i].err == 0;
+        }
+        if (t->counter != NULL && made)
+            __atomic_fetch_add(t->counter, made, __ATOMIC_RELAXED);
+    }
+    return NULL;
+}
+
+/* Encode str items of `list` into `keep` (which owns the bytes) and point `out` at them. */
+static int encode_names(PyObject *list, PyObject *keep, Py_ssize_t offset, const char **out, Py_ssize_t stride,
+                        Py_ssize_t n) {
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *b = PyUnicode_EncodeFSDefault(PyList_GET_ITEM(blobs, i));
+        PyObject *b = PyUnicode_EncodeFSDefault(PyList_GET_ITEM(list, i));
         if (b == NULL)
             return -1;
-        PyList_SET_ITEM(keep, 2 * i, b);
-        PyObject *nm = PyUnicode_EncodeFSDefault(PyList_GET_ITEM(names, i));
-        if (nm == NULL)
-            return -1;
-        PyList_SET_ITEM(keep, 2 * i + 1, nm);
-        items[i].blob = PyBytes_AS_STRING(b);
-        items[i].name = PyBytes_AS_STRING(nm);
-        items[i].mode = (unsigned int)PyLong_AsUnsignedLong(PyList_GET_ITEM(modes, i));
-        items[i].size = PyLong_AsLongLong(PyList_GET_ITEM(sizes, i));
-        items[i].err = 0;
-        if (PyErr_Occurred())
-            return -1;
+        PyList_SET_ITEM(keep, offset + i, b);
+        *(const char **)((char *)out + i * stride) = PyBytes_AS_STRING(b);
     }
     return 0;
+}
+
+/* Units: each directory's files in slices of UNIT (a directory without files gets one empty
+ * unit, so that it is made). */
+static unit_t *make_units(Py_ssize_t ndirs, const int *file_dirs, Py_ssize_t nfiles, Py_ssize_t *nunits) {
+    unit_t *units = PyMem_Calloc((size_t)(ndirs + nfiles / UNIT + 1), sizeof(unit_t));
+    if (units == NULL)
+        return NULL;
+    Py_ssize_t n = 0, i = 0;
+    for (int d = 0; d < ndirs; d++) {
+        Py_ssize_t start = i;
+        while (i < nfiles && file_dirs[i] == d)
+            i++;
+        Py_ssize_t s = start;
+        do {
+            Py_ssize_t e = s + UNIT < i ? s + UNIT : i;
+            units[n].dir = d;
+            units[n].start = s;
+            units[n].end = e;
+            n++;
+            s = e;
+        } while (s < i);
+    }
+    *nunits = n;
+    return units;
+}
+
+static PyObject *result_of(const item_t *it) {
+    if (it->err)
+        return PyLong_FromLong(it->err);
+    return Py_BuildValue("(KKLLL)", (unsigned long long)it->st.st_dev, (unsigned long long)it->st.st_ino,
+                         (long long)it->st.st_size,
+                         (long long)it->st.st_mtim.tv_sec * 1000000000LL + it->st.st_mtim.tv_nsec,
+                         (long long)it->st.st_ctim.tv_sec * 1000000000LL + it->st.st_ctim.tv_nsec);
 }
 
 static PyObject *set_parent_death_signal(PyObject *Py_UNUSED(self), PyObject *arg) {
@@ -112,69 +231,136 @@ static PyObject *set_parent_death_signal(PyObject *Py_UNUSED(self), PyObject *ar
     Py_RETURN_NONE;
 }
 
-static PyObject *clone_files(PyObject *Py_UNUSED(self), PyObject *args) {
-    int lib_fd, dir_fd;
-    PyObject *blobs, *names, *modes, *sizes;
-    unsigned int chmod_mask;
+static PyObject *build_tree(PyObject *Py_UNUSED(self), PyObject *args) {
+    int lib_fd, root_fd, nthreads;
+    PyObject *dir_parents, *dir_names, *file_dirs, *blobs, *names, *modes, *sizes, *counter_obj;
+    unsigned int chmod_mask, dir_mode;
     long long mtime_ns;
-    if (!PyArg_ParseTuple(args, "iiO!O!O!O!IL", &lib_fd, &dir_fd, &PyList_Type, &blobs, &PyList_Type,
-                          &names, &PyList_Type, &modes, &PyList_Type, &sizes, &chmod_mask, &mtime_ns))
+    if (!PyArg_ParseTuple(args, "iiO!O!O!O!O!O!O!IILiO", &lib_fd, &root_fd, &PyList_Type, &dir_parents,
+                          &PyList_Type, &dir_names, &PyList_Type, &file_dirs, &PyList_Type, &blobs,
+                          &PyList_Type, &names, &PyList_Type, &modes, &PyList_Type, &sizes, &chmod_mask,
+                          &dir_mode, &mtime_ns, &nthreads, &counter_obj))
         return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(blobs);
-    if (PyList_GET_SIZE(names) != n || PyList_GET_SIZE(modes) != n || PyList_GET_SIZE(sizes) != n) {
-        PyErr_SetString(PyExc_ValueError, "clone_files: lists of different lengths");
-        return NULL;
-    }
-    item_t *items = PyMem_Calloc(n ? (size_t)n : 1, sizeof(item_t));
-    PyObject *keep = PyList_New(2 * n); /* owns the encoded paths while the GIL is released */
-    if (items == NULL || keep == NULL) {
-        PyMem_Free(items);
-        Py_XDECREF(keep);
-        return PyErr_NoMemory();
-    }
-    if (fill_items(items, n, blobs, names, modes, sizes, keep) < 0) {
-        PyMem_Free(items);
-        Py_DECREF(keep);
+    Py_ssize_t ndirs = PyList_GET_SIZE(dir_parents), n = PyList_GET_SIZE(blobs);
+    if (ndirs < 1 || PyList_GET_SIZE(dir_names) != ndirs || PyList_GET_SIZE(file_dirs) != n ||
+        PyList_GET_SIZE(names) != n || PyList_GET_SIZE(modes) != n || PyList_GET_SIZE(sizes) != n) {
+        PyErr_SetString(PyExc_ValueError, "build_tree: lists of different lengths");
         return NULL;
     }
-    struct timespec times[2];
-    times[0].tv_sec = times[1].tv_sec = (time_t)(mtime_ns / 1000000000LL);
-    times[0].tv_nsec = times[1].tv_nsec = (long)(mtime_ns % 1000000000LL);
-    Py_ssize_t done = 0;
+    Py_buffer counter = {0};
+    if (counter_obj != Py_None) {
+        if (PyObject_GetBuffer(counter_obj, &counter, PyBUF_WRITABLE) < 0)
+            return NULL;
+        if (counter.len != sizeof(long long) || ((uintptr_t)counter.buf % sizeof(long long))) {
+            PyBuffer_Release(&counter);
+            PyErr_SetString(PyExc_ValueError, "build_tree: counter must be an aligned 8-byte buffer");
+            return NULL;
+        }
+    }
+    tree_t t = {.lib_fd = lib_fd, .chmod_mask = chmod_mask, .dir_mode = dir_mode,
+                .counter = counter_obj != Py_None ? counter.buf : NULL};
+    t.times[0].tv_sec = t.times[1].tv_sec = (time_t)(mtime_ns / 1000000000LL);
+    t.times[0].tv_nsec = t.times[1].tv_nsec = (long)(mtime_ns % 1000000000LL);
+    t.dirs = PyMem_Calloc((size_t)ndirs, sizeof(dir_t));
+    t.items = PyMem_Calloc(n ? (size_t)n : 1, sizeof(item_t));
+    int *fdirs = PyMem_Calloc(n ? (size_t)n : 1, sizeof(int));
+    PyObject *keep = PyList_New(ndirs + 2 * n); /* owns the encoded paths while the GIL is released */
+    PyObject *out = NULL, *fds = NULL, *results = NULL;
+    if (t.dirs == NULL || t.items == NULL || fdirs == NULL || keep == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < ndirs; i++) {
+        PyList_SET_ITEM(keep, i, Py_NewRef(Py_None));
+        long parent = PyLong_AsLong(PyList_GET_ITEM(dir_parents, i));
+        if (PyErr_Occurred())
+            goto done;
+        if (i > 0 && (parent < 0 || parent >= i)) {
+            PyErr_SetString(PyExc_ValueError, "build_tree: a directory's parent must come before it");
+            goto done;
+        }
+        t.dirs[i].parent = (int)parent;
+        t.dirs[i].fd = -1;
+        t.dirs[i].state = DIR_TODO;
+    }
+    t.dirs[0].fd = root_fd;
+    t.dirs[0].state = DIR_READY;
+    /* encode_names fills keep[offset + i] after the placeholders set above are replaced */
+    for (Py_ssize_t i = 1; i < ndirs; i++) {
+        PyObject *b = PyUnicode_EncodeFSDefault(PyList_GET_ITEM(dir_names, i));
+        if (b == NULL)
+            goto done;
+        PyList_SetItem(keep, i, b);
+        t.dirs[i].name = PyBytes_AS_STRING(b);
+    }
+    if (encode_names(blobs, keep, ndirs, &t.items[0].blob, sizeof(item_t), n) < 0 ||
+        encode_names(names, keep, ndirs + n, &t.items[0].name, sizeof(item_t), n) < 0)
+        goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long d = PyLong_AsLong(PyList_GET_ITEM(file_dirs, i));
+        t.items[i].mode = (unsigned int)PyLong_AsUnsignedLong(PyList_GET_ITEM(modes, i));
+        t.items[i].size = PyLong_AsLongLong(PyList_GET_ITEM(sizes, i));
+        t.items[i].err = NOT_TRIED;
+        if (PyErr_Occurred())
+            goto done;
+        if (d < 0 || d >= ndirs || (i > 0 && d < fdirs[i - 1])) {
+            PyErr_SetString(PyExc_ValueError, "build_tree: file_dirs must be non-decreasing directory indexes");
+            goto done;
+        }
+        fdirs[i] = (int)d;
+    }
+    t.units = make_units(ndirs, fdirs, n, &t.nunits);
+    if (t.units == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (nthreads < 1)
+        nthreads = 1;
+    if (nthreads > 64)
+        nthreads = 64;
     Py_BEGIN_ALLOW_THREADS
-    for (; done < n; done++) {
-        clone_one(lib_fd, dir_fd, &items[done], chmod_mask, times);
-        if (items[done].err > 0) {
-            done++;
+    pthread_t tids[64];
+    int started = 0;
+    for (; started < nthreads - 1; started++)
+        if (pthread_create(&tids[started], NULL, tree_worker, &t) != 0)
             break;
-        }
-    }
+    tree_worker(&t); /* this thread works too */
+    for (int i = 0; i < started; i++)
+        pthread_join(tids[i], NULL);
     Py_END_ALLOW_THREADS
-    Py_DECREF(keep);
-    PyObject *out = PyList_New(done);
-    for (Py_ssize_t i = 0; out != NULL && i < done; i++) {
-        item_t *it = &items[i];
-        PyObject *r;
-        if (it->err)
-            r = PyLong_FromLong(it->err);
-        else
-            r = Py_BuildValue("(KKLLL)", (unsigned long long)it->st.st_dev,
-                              (unsigned long long)it->st.st_ino, (long long)it->st.st_size,
-                              (long long)it->st.st_mtim.tv_sec * 1000000000LL + it->st.st_mtim.tv_nsec,
-                              (long long)it->st.st_ctim.tv_sec * 1000000000LL + it->st.st_ctim.tv_nsec);
-        if (r == NULL) {
-            Py_CLEAR(out);
-            break;
-        }
-        PyList_SET_ITEM(out, i, r);
+    fds = PyList_New(ndirs);
+    results = PyList_New(n);
+    if (fds == NULL || results == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < ndirs; i++)
+        PyList_SET_ITEM(fds, i, PyLong_FromLong(t.dirs[i].state == DIR_READY ? t.dirs[i].fd : -1));
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *r = result_of(&t.items[i]);
+        if (r == NULL)
+            goto done;
+        PyList_SET_ITEM(results, i, r);
     }
-    PyMem_Free(items);
+    out = PyTuple_Pack(2, fds, results);
+done:
+    Py_XDECREF(fds);
+    Py_XDECREF(results);
+    if (out == NULL && t.dirs != NULL) /* an error after directories were opened: close them */
+        for (Py_ssize_t i = 1; i < ndirs; i++)
+            if (t.dirs[i].state == DIR_READY)
+                close(t.dirs[i].fd);
+    if (counter_obj != Py_None)
+        PyBuffer_Release(&counter);
+    Py_XDECREF(keep);
+    PyMem_Free(t.units);
+    PyMem_Free(fdirs);
+    PyMem_Free(t.items);
+    PyMem_Free(t.dirs);
     return out;
 }
 
 static PyMethodDef methods[] = {
-    {"clone_files", clone_files, METH_VARARGS,
-     "Create and reflink a batch of files from raw blobs (see the module source)."},
+    {"build_tree", build_tree, METH_VARARGS,
+     "Make a fresh tree's directories and reflink its files from raw blobs (see the module source)."},
     {"set_parent_death_signal", set_parent_death_signal, METH_O,
      "prctl(PR_SET_PDEATHSIG, signum): the signal this process gets when its parent dies."},
     {NULL, NULL, 0, NULL},

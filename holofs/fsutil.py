@@ -29,6 +29,21 @@ def raise_for_disk(exc: OSError, what: str) -> None:
     raise exc
 
 
+def raise_fd_limit(needed: int) -> None:
+    """Raise the soft limit on open files towards ``needed`` (up to the hard limit): a restore
+    keeps every directory of the tree open, more than the common soft limit of 1024."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    want = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if want > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` via a temporary file and one rename."""
     path = Path(path)

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import forkpool
+from . import fastclone, forkpool
 from .catalog import Catalog, DirEntry, FileEntry
 from .digest import algorithm_of, new_hasher
 from .errors import CatalogError, HolofsError, NoSpace, UnsafePath, UsageError
-from .fsutil import raise_for_disk
+from .fsutil import raise_fd_limit, raise_for_disk
 from .library import Hololib
 from .modes import permissions
 from .relocation import Relocation, plan_relocation
@@ -45,7 +45,7 @@ from .restore_state import (
     state_path,
     target_lock,
 )
-from .strategies import Linker, clone_new_files, produce_file
+from .strategies import Linker, produce_file
 from .verification import VerifiedStore, VerifyPolicy
 
 BATCH = 256
@@ -117,8 +117,6 @@ class _Ctx:
     dry_run: bool = False
     direct: bool = False  # building a fresh private staging dir: files go straight to their names
     target_dev: int | None = None
-    lib_fd: int | None = None  # the library directory, for the native clone loop of fresh builds
-    lib_dev: int = 0
     progress: Callable[[int], None] | None = None
     dir_fds: dict[str, int] = field(default_factory=dict)  # rel -> fd, opened beneath the parent's fd
     part_prefix: str = field(default_factory=lambda: f".part{os.getpid()}x{secrets.token_hex(4)}")
@@ -224,10 +222,7 @@ def _dir_files(ctx: _Ctx, rel: str, node: DirEntry, names: list[str] | None, fd:
     existing = scanned if scanned is not None else {}
     known = ctx.known
     files = node.files
-    todo = names if names is not None else files
-    if ctx.direct and ctx.lib_fd is not None and ctx.linker.native:
-        todo = _clone_natively(ctx, rel, files, todo, fd, res)
-    for name in todo:
+    for name in names if names is not None else files:
         entry = files[name]
         label = res.current = f"{rel}/{name}" if rel else name
         ex = existing.pop(name, None) if scan else None
@@ -336,40 +331,20 @@ def _dir_files(ctx: _Ctx, rel: str, node: DirEntry, names: list[str] | None, fd:
     return res
 
 
-def _clone_natively(ctx: _Ctx, rel: str, files: dict[str, FileEntry], names, fd: int, res: _DirResult) -> list[str]:
-    """Reflink what the native loop can of a fresh directory's files; returns the names left
-    for the general path (symlinks, rewritten files, and whatever the loop gave back)."""
-    items: list[tuple[str, FileEntry, str, int]] = []
-    other: list[str] = []
-    identity = ctx.relocation.is_identity
-    for name in names:
-        entry = files[name]
-        if entry.symlink or (entry.rewrite and not identity):
-            other.append(name)
-        else:
-            items.append((name, entry, f"{rel}/{name}" if rel else name, ctx.perm(entry.mode)))
-    rest, verified = clone_new_files(ctx.lib_fd, ctx.lib_dev, fd, ctx.target_dev, items, MOTHER_NS, ctx.linker,
-                                     ctx.store, ctx.policy)
-    res.written += len(items) - len(rest)
-    res.verified += verified
-    if len(rest) < len(items):
-        res.dir_changed = True
-    return other + [items[i][0] for i in rest]
-
-
 def _ensure_dirs(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], fresh: bool, problems: list[str]) -> set[str]:
     """Open (creating where missing) every real directory, parents first, into ``ctx.dir_fds``.
 
     Each one is made and opened relative to its parent's fd with O_NOFOLLOW, so no component
     of any path written to is ever a symlink (a symlink or file where a directory belongs is
-    replaced). Returns the directories created or replaced. In a dry run, missing directories
-    (and so their subtrees) get no fd."""
+    replaced); those already in ``ctx.dir_fds`` are kept. Returns the directories created or
+    replaced. In a dry run, missing directories (and so their subtrees) get no fd."""
     made: set[str] = set()
     fds = ctx.dir_fds
-    fds[""] = os.open(ctx.root, _DIR_FLAGS)
+    if "" not in fds:
+        fds[""] = os.open(ctx.root, _DIR_FLAGS)
     for rel, _node in dirs:
-        if not rel:
-            continue
+        if rel in fds:
+            continue  # the root, or made by the native fast path
         parent, _, name = rel.rpartition("/")
         pfd = fds.get(parent)
         if pfd is None:
@@ -412,11 +387,12 @@ def _stamp_dir(ctx: _Ctx, fd: int, fresh: bool) -> None:
     os.utime(fd, ns=(MOTHER_NS, MOTHER_NS))
 
 
-def _finish_dirs(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], force: bool, fresh: bool = False) -> None:
-    """Directories: mode 0o750 and mother time, set after their contents are done (in a fresh
-    build, those done in one unit of work were stamped by it)."""
+def _finish_dirs(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], force: bool, fresh: bool = False,
+                 units_stamped: bool = False) -> None:
+    """Directories: mode 0o750 and mother time, set after their contents are done
+    (``units_stamped``: those done in one unit of work were stamped by it)."""
     for rel, node in reversed(dirs):
-        if fresh and len(node.files) <= BATCH:
+        if units_stamped and len(node.files) <= BATCH:
             continue
         fd = ctx.dir_fds[rel]
         if not force:
@@ -426,35 +402,50 @@ def _finish_dirs(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], force: bool, fresh
         _stamp_dir(ctx, fd, fresh)
 
 
-def _open_library(ctx: _Ctx) -> None:
-    """Give ``ctx`` the library directory's fd (the native loop opens blobs beneath it)."""
+def _clone_fast(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], workers: int,
+                meanwhile: Callable[[], None]) -> fastclone.ClonedTree | None:
+    """The native fast path of a fresh build (:mod:`holofs.fastclone`); None if it does not
+    apply. The directories it made join ``ctx.dir_fds``; what it left is in the result."""
+    if not fastclone.available(ctx.linker):
+        return None
     try:
-        ctx.lib_fd = os.open(ctx.lib.library_dir, _DIR_FLAGS)
+        lib_fd = os.open(ctx.lib.library_dir, _DIR_FLAGS)
     except OSError:
-        return  # the general path reports a missing library per blob
-    ctx.lib_dev = os.fstat(ctx.lib_fd).st_dev
+        return None  # the general path reports a missing library per blob
+    try:
+        ctx.dir_fds[""] = os.open(ctx.root, _DIR_FLAGS)
+        return fastclone.clone_tree(
+            lib_fd, os.fstat(lib_fd).st_dev, ctx.dir_fds, ctx.target_dev, dirs, perm=ctx.perm,
+            rewrites_apply=not ctx.relocation.is_identity, linker=ctx.linker, store=ctx.store, policy=ctx.policy,
+            times_ns=MOTHER_NS, dir_mode=DIR_MODE, threads=workers, progress=ctx.progress, meanwhile=meanwhile)
+    finally:
+        os.close(lib_fd)
 
 
 def _close_dirs(ctx: _Ctx) -> None:
     for fd in ctx.dir_fds.values():
         os.close(fd)
     ctx.dir_fds.clear()
-    if ctx.lib_fd is not None:
-        os.close(ctx.lib_fd)
-        ctx.lib_fd = None
 
 
-def _make_jobs(dirs: list[tuple[str, DirEntry]]) -> list[Job]:
+def _make_jobs(dirs: list[tuple[str, DirEntry]], left: dict[str, list[str]] | None = None) -> list[Job]:
     """Work units: a directory, or a batch of a big one's files (the first batch also scans for
     extras and skips names owned by the other batches). Small directories are grouped into jobs
-    of about BATCH files, so that there are few tasks to hand out."""
+    of about BATCH files, so that there are few tasks to hand out. With ``left`` (what the
+    native fast path left), only those names, and directory symlinks, are done."""
     jobs: list[Job] = []
     job: Job = []
     size = 0
     for rel, node in dirs:
-        names = list(node.files)
+        whole = left is None
+        if whole:
+            names = list(node.files)
+        else:
+            names = left.get(rel, [])
+            if not names and not any(sub.symlink for sub in node.subdirs.values()):
+                continue
         if len(names) <= BATCH:
-            job.append((rel, node, None, True))
+            job.append((rel, node, None if whole else names, True))
             size += len(names) + 1
             if size >= BATCH:
                 jobs.append(job)
@@ -467,13 +458,12 @@ def _make_jobs(dirs: list[tuple[str, DirEntry]]) -> list[Job]:
     return jobs
 
 
-def _run_tasks(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], scan: bool, workers: int,
+def _run_tasks(ctx: _Ctx, jobs: list[Job], scan: bool, workers: int,
                meanwhile: Callable[[], None] | None = None) -> _DirResult:
-    """Run every directory's work: in forked processes when the tree is big enough to pay for
-    them (per-file Python work is GIL-bound), each with a few threads (syscalls overlap).
+    """Run the jobs: in forked processes when there are enough files to pay for them
+    (per-file Python work is GIL-bound), each with a few threads (syscalls overlap).
     ``meanwhile`` is this process's own work, done while the workers run (or after them)."""
-    jobs = _make_jobs(dirs)
-    nfiles = sum(len(node.files) for _rel, node in dirs)
+    nfiles = sum(len(node.files) if names is None else len(names) for job in jobs for _r, node, names, _x in job)
     procs = min(workers, forkpool.cpu_count(), len(jobs)) if forkpool.available() else 1
     if procs < 2 or nfiles < FORK_MIN_FILES:
         total = _run_jobs(ctx, jobs, scan, workers)
@@ -599,9 +589,6 @@ def materialize(catalog: Catalog, lib: Hololib, target: str | os.PathLike[str],
         try:
             problems: list[str] = []
             try:
-                made = _ensure_dirs(ctx, dirs, fresh, problems)
-                if fresh:
-                    _open_library(ctx)
                 body: list[bytes] = []  # the state's manifest, encoded while the workers run
 
                 def encode_manifest() -> None:
@@ -609,8 +596,18 @@ def materialize(catalog: Catalog, lib: Hololib, target: str | os.PathLike[str],
                     if opts.meanwhile is not None:
                         opts.meanwhile()
 
-                total = _run_tasks(ctx, dirs, scan=not fresh, workers=opts.workers, meanwhile=encode_manifest)
-                _finish_dirs(ctx, dirs, force=fresh or bool(made) or total.dir_changed, fresh=fresh)
+                raise_fd_limit(len(dirs) + 8 * opts.workers + 64)  # every directory stays open
+                cloned = _clone_fast(ctx, dirs, opts.workers, encode_manifest) if fresh else None
+                made = _ensure_dirs(ctx, dirs, fresh, problems)
+                if cloned is None:
+                    total = _run_tasks(ctx, _make_jobs(dirs), scan=not fresh, workers=opts.workers,
+                                       meanwhile=encode_manifest)
+                else:
+                    total = _run_tasks(ctx, _make_jobs(dirs, cloned.left), scan=False, workers=opts.workers)
+                    total.written += cloned.written
+                    total.verified += cloned.verified
+                _finish_dirs(ctx, dirs, force=fresh or bool(made) or total.dir_changed, fresh=fresh,
+                             units_stamped=fresh and cloned is None)
             finally:
                 _close_dirs(ctx)
             if fresh:
@@ -663,7 +660,7 @@ def check(catalog: Catalog, lib: Hololib, target: str | os.PathLike[str], *, rel
     try:
         _ensure_dirs(ctx, dirs, False, problems)
         live = [(r, n) for r, n in dirs if r in ctx.dir_fds]  # not beneath a missing directory
-        total = _run_tasks(ctx, live, scan=True, workers=workers)
+        total = _run_tasks(ctx, _make_jobs(live), scan=True, workers=workers)
     finally:
         _close_dirs(ctx)
     problems.extend(total.problems)

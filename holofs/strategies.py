@@ -52,12 +52,6 @@ from .errors import CatalogError, CorruptBlob, MissingBlob
 from .fsutil import current_umask, raise_for_disk
 from .library import GZIP_MAGIC, ZSTD_MAGIC, Hololib, blob_relpath
 from .relocation import Relocation
-from .verification import VerifyPolicy, blob_key_of
-
-try:  # the optional native per-file loop (holofs/_native.c, Linux): an accelerator only
-    from . import _native
-except ImportError:  # pragma: no cover - not built (no compiler at install, not Linux)
-    _native = None
 
 log = logging.getLogger("holofs.strategies")
 
@@ -117,9 +111,6 @@ class Linker:
         # Mode bits a create cannot be trusted to set (fchmod follows): those the umask strips,
         # and the special bits (a later write by a non-root process clears setuid/setgid).
         self.chmod_after = current_umask() | 0o7000
-        # The native clone loop: for fresh files in auto/reflink mode, until a batch shows
-        # the library's blobs are not raw (then it would only add work).
-        self.native = _native is not None and mode in ("auto", "reflink")
 
     # -- bookkeeping -----------------------------------------------------------------
 
@@ -456,80 +447,6 @@ def produce_file(
     _mark(verified_store, verify, digest, st)
     linker.record(strategy, entry.size, time.perf_counter() - t0)
     return ProduceResult(strategy, entry.size, verify)
-
-
-def clone_new_files(lib_fd: int, lib_dev: int, dir_fd: int, target_dev: int,
-                    items: list[tuple[str, FileEntry, str, int]], times_ns: int, linker: Linker, store,
-                    policy: VerifyPolicy) -> tuple[list[int], int]:
-    """Reflink new files from raw blobs in one native call (GIL released): the fast path of a
-    fresh build, same result as :func:`produce_file` for these items.
-
-    ``items``: ``(name, entry, label, perm)`` of regular files whose content needs no rewrite
-    (the caller checks), created under ``dir_fd`` (nobody else sees it until the build is
-    renamed into place) with mtime = atime = ``times_ns``. Blobs needing verification are
-    hashed after the clone (a mismatch removes the file and raises CorruptBlob). Returns the
-    indexes of the items left to :func:`produce_file` (copy-pattern matches, not raw, not
-    cloneable, or an error to report) and the number of blobs hashed."""
-    pair = (lib_dev, target_dev)
-    if not linker.native or linker.reflink_known(pair) is False or not items:
-        return list(range(len(items))), 0
-    keep: list[int] = []
-    rest: list[int] = []
-    for i, item in enumerate(items):
-        (rest if linker.must_copy(item[2]) else keep).append(i)
-    t0 = time.perf_counter()
-    blobs, names, perms, sizes = [], [], [], []
-    for i in keep:
-        name, entry, _label, perm = items[i]
-        blobs.append(blob_relpath(entry.digest))
-        names.append(name)
-        perms.append(perm)
-        sizes.append(entry.size)
-    results = _native.clone_files(lib_fd, dir_fd, blobs, names, perms, sizes, linker.chmod_after, times_ns)
-    cloned = empty = nbytes = verified = 0
-    for i, r in zip(keep, results, strict=False):
-        if r.__class__ is int:
-            rest.append(i)
-            continue
-        name, entry, label, _perm = items[i]
-        key = blob_key_of(entry.digest, r)
-        if store is not None and store.needs_check_key(key, policy):
-            _verify_clone(lib_fd, dir_fd, name, entry, label)
-            store.mark_verified_key(key)
-            verified += 1
-        if entry.size:
-            cloned += 1
-            nbytes += entry.size
-        else:
-            empty += 1
-    rest.extend(keep[len(results):])
-    if cloned:
-        linker._set(linker._reflink, pair, True)
-    elif not empty and any(r == NOT_RAW for r in results):
-        linker.native = False  # compressed library: the Python path decodes
-    seconds = time.perf_counter() - t0
-    if cloned:
-        linker.record(REFLINK, nbytes, seconds, files=cloned)
-    if empty:
-        linker.record(COPY, 0, 0.0, files=empty)
-    rest.sort()
-    return rest, verified
-
-
-NOT_RAW = -1  # holofs._native: the blob's size is not the entry's (compressed)
-
-
-def _verify_clone(lib_fd: int, dir_fd: int, name: str, entry: FileEntry, label: str) -> None:
-    """Hash a cloned file's blob; on a mismatch remove the clone and raise CorruptBlob."""
-    src = os.open(blob_relpath(entry.digest), _OPEN_BLOB, dir_fd=lib_fd)
-    try:
-        actual = _hash_fd(src, entry.size, entry.digest)
-    finally:
-        os.close(src)
-    if actual != entry.digest:
-        with contextlib.suppress(OSError):
-            os.unlink(name, dir_fd=dir_fd)
-        raise _corrupt(label, entry, actual)
 
 
 def _mark(store, verify: bool, digest: str, st: os.stat_result) -> None:

@@ -124,6 +124,16 @@ class VerifiedStore:
             self._read_new()
             return key in self._keys
 
+    def unverified_keys(self, keys: list[str]) -> set[str]:
+        """Those of ``keys`` not recorded (one pass for a whole tree's blobs)."""
+        self._ensure_loaded()
+        missing = set(keys).difference(self._keys)
+        if missing:
+            with self._lock:  # perhaps another process verified some since we read the log
+                self._read_new()
+                missing.difference_update(self._keys)
+        return missing
+
     def needs_check_stat(self, digest: str, st: os.stat_result, policy: VerifyPolicy) -> bool:
         return self.needs_check_key(blob_key(digest, st), policy)
 

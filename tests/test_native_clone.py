@@ -1,6 +1,7 @@
-"""The native clone loop (holofs/_native.c) behind fresh reflink restores, on real filesystems.
+"""The native fast path of fresh reflink restores (holofs/_native.c, holofs/fastclone.py), on
+real filesystems.
 
-It is an accelerator: what it does must equal :func:`produce_file`'s result, and whatever it
+It is an accelerator: what it does must equal the general path's result, and whatever it
 cannot do (compressed blob, no reflink, a name in the way, a full disk) must be left for the
 Python path with nothing half-made.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import resource
 import stat
 import sys
 
@@ -17,11 +19,11 @@ import pytest
 from support.loopfs import loop_filesystem, shared_blocks
 from test_materialize import TARGET_NAME, assert_restored, build_generated, opts
 
-from holofs import strategies
-from holofs.catalog import FileEntry
+from holofs import fastclone
+from holofs.catalog import DirEntry, FileEntry
 from holofs.errors import CorruptBlob
 from holofs.materializer import materialize
-from holofs.strategies import Linker, clone_new_files
+from holofs.strategies import Linker
 from holofs.verification import VerifiedStore, VerifyPolicy
 
 MOTHER_NS = 1_610_000_000 * 10**9
@@ -33,9 +35,9 @@ def test_native_module_is_built():
     leave the fast path untested)."""
     from holofs import _native
 
-    assert callable(_native.clone_files)
-    assert Linker("auto").native and Linker("reflink").native
-    assert not Linker("copy").native and not Linker("hardlink").native
+    assert callable(_native.build_tree)
+    assert fastclone.available(Linker("auto")) and fastclone.available(Linker("reflink"))
+    assert not fastclone.available(Linker("copy")) and not fastclone.available(Linker("hardlink"))
 
 
 class Lib:
@@ -58,53 +60,72 @@ class Lib:
         os.close(self.fd)
 
 
-def _items(entries: dict[str, FileEntry]) -> list[tuple[str, FileEntry, str, int]]:
-    return [(name, e, f"d/{name}", stat.S_IMODE(e.mode)) for name, e in entries.items()]
+def _tree(files: dict[str, FileEntry]) -> list[tuple[str, DirEntry]]:
+    """``live_dirs`` order (parents first) for a tree of ``{"a/b/name": entry}``."""
+    root = DirEntry(name="")
+    nodes = {"": root}
+    for path, entry in files.items():
+        parent = ""
+        for part in path.split("/")[:-1]:
+            rel = f"{parent}/{part}" if parent else part
+            if rel not in nodes:
+                nodes[rel] = nodes[parent].subdirs[part] = DirEntry(name=part)
+            parent = rel
+        nodes[parent].files[path.rsplit("/", 1)[-1]] = entry
+    return sorted(nodes.items(), key=lambda item: (item[0].count("/") if item[0] else -1, item[0]))
 
 
-def _clone(lib: Lib, out, entries, *, policy=VerifyPolicy.TRUSTED, store=None, linker=None):
+def _clone(lib: Lib, out, files, *, policy=VerifyPolicy.TRUSTED, store=None, linker=None, threads=4, progress=None):
+    """clone_tree into a fresh directory ``out``: (result, linker, the directory fds it left open)."""
     out.mkdir(exist_ok=True)
-    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    fds = {"": os.open(out, os.O_RDONLY | os.O_DIRECTORY)}
     linker = linker or Linker("auto")
+    store = store or VerifiedStore(out.parent / "cache-default", buffered=True)
     try:
-        rest, verified = clone_new_files(lib.fd, lib.dev, fd, os.fstat(fd).st_dev, _items(entries), MOTHER_NS,
-                                         linker, store, policy)
+        result = fastclone.clone_tree(lib.fd, lib.dev, fds, os.fstat(fds[""]).st_dev, _tree(files),
+                                      perm=lambda mode: stat.S_IMODE(mode), rewrites_apply=False, linker=linker,
+                                      store=store, policy=policy, times_ns=MOTHER_NS, dir_mode=0o750,
+                                      threads=threads, progress=progress)
     finally:
-        os.close(fd)
-    return rest, verified, linker
+        for fd in fds.values():
+            os.close(fd)
+    return result, linker
 
 
 @pytest.mark.root
 def test_clones_content_mode_and_times(tmp_path):
     with loop_filesystem("xfs", tmp_path) as mnt:
         lib = Lib(mnt)
-        data = {"big.bin": os.urandom(64 << 10), "small.py": b"print('hi')\n", "empty": b"",
-                "tool": os.urandom(8192)}
-        modes = {"big.bin": 0o644, "small.py": 0o444, "empty": 0o600, "tool": 0o775}
-        entries = {n: lib.put(d, mode=modes[n]) for n, d in data.items()}
+        data = {"big.bin": os.urandom(64 << 10), "a/small.py": b"print('hi')\n", "a/b/c/empty": b"",
+                "a/b/c/d/tool": os.urandom(8192)}
+        data.update({f"pkg/m{i}.py": os.urandom(100 + i) for i in range(200)})  # several units per directory
+        modes = {"big.bin": 0o644, "a/small.py": 0o444, "a/b/c/empty": 0o600, "a/b/c/d/tool": 0o775}
+        entries = {n: lib.put(d, mode=modes.get(n, 0o644)) for n, d in data.items()}
         store = VerifiedStore(tmp_path / "cache", buffered=True)
+        done: list[int] = []
         old = os.umask(0o022)  # 0o775 loses g+w at create: the loop must fchmod it back
         try:
-            rest, verified, linker = _clone(lib, mnt / "out", entries, store=store)
+            result, linker = _clone(lib, mnt / "out", entries, store=store, progress=done.append)
         finally:
             os.umask(old)
-        assert rest == [] and verified == 4  # trusted, first use: every blob hashed once
+        assert result.left == {} and result.written == len(data)
+        assert result.verified == len(data)  # trusted, first use: every blob hashed once
+        assert sum(done) == len(data)
         for name, content in data.items():
             st = os.lstat(mnt / "out" / name)
             assert (mnt / "out" / name).read_bytes() == content
-            assert stat.S_IMODE(st.st_mode) == modes[name], name
+            assert stat.S_IMODE(st.st_mode) == modes.get(name, 0o644), name
             assert st.st_mtime_ns == st.st_atime_ns == MOTHER_NS
+        for d in ("a", "a/b", "a/b/c", "a/b/c/d", "pkg"):
+            assert stat.S_IMODE(os.lstat(mnt / "out" / d).st_mode) == 0o750 & ~0o022
         os.sync()
         assert shared_blocks(mnt / "out" / "big.bin") == set(range(16))
         counters = linker.as_dict()
-        assert counters["reflink"]["files"] == 3 and counters["copy"]["files"] == 1
-        assert counters["reflink"]["bytes"] == (64 << 10) + 12 + 8192
-        # Verified once: the next batch hashes nothing.
-        _rest, verified, _ = _clone(lib, mnt / "again", entries, store=store)
-        assert verified == 0
-        # --verify always hashes every blob again.
-        _rest, verified, _ = _clone(lib, mnt / "always", entries, store=store, policy=VerifyPolicy.ALWAYS)
-        assert verified == 4
+        assert counters["reflink"]["files"] == len(data) - 1 and counters["copy"]["files"] == 1
+        assert counters["reflink"]["bytes"] == sum(len(d) for d in data.values())
+        # Verified once: the next tree hashes nothing; --verify always hashes every blob again.
+        assert _clone(lib, mnt / "again", entries, store=store)[0].verified == 0
+        assert _clone(lib, mnt / "always", entries, store=store, policy=VerifyPolicy.ALWAYS)[0].verified == len(data)
         lib.close()
 
 
@@ -112,22 +133,33 @@ def test_clones_content_mode_and_times(tmp_path):
 def test_leaves_what_it_cannot_do(tmp_path):
     with loop_filesystem("xfs", tmp_path) as mnt:
         lib = Lib(mnt)
-        a, b, c = (lib.put(os.urandom(5000)) for _ in range(3))
-        packed = lib.put(os.urandom(5000), compress=True)
-        out = mnt / "out"
-        out.mkdir()
-        (out / "b").write_bytes(b"someone else's")
-        rest, _v, linker = _clone(lib, out, {"a": a, "z": packed, "b": b, "c": c})
-        # a cloned; z compressed: left, nothing created; b exists: the loop stops there and
-        # leaves b and everything after it (c) to the Python path, which reports the error.
-        assert rest == [1, 2, 3]
-        assert (out / "a").stat().st_size == 5000
-        assert not (out / "z").exists() and not (out / "c").exists()
-        assert (out / "b").read_bytes() == b"someone else's"
-        assert linker.native  # some blobs were raw: keep using the loop
-        # A batch of compressed blobs only: the loop turns itself off for this restore.
-        rest, _v, linker = _clone(lib, mnt / "packed", {"z": packed})
-        assert rest == [0] and not linker.native and os.listdir(mnt / "packed") == []
+        entries = {f"d/f{i}": lib.put(os.urandom(5000)) for i in range(100)}
+        entries["d/packed"] = lib.put(os.urandom(5000), compress=True)
+        entries["x/link"] = FileEntry(name="", size=0, mode=0o777 | stat.S_IFLNK, digest="", symlink="../d/f1")
+        result, _ = _clone(lib, mnt / "out", entries)
+        # A compressed blob (mixed library) and a symlink are left, nothing made for them.
+        assert result.left == {"d": ["packed"], "x": ["link"]} and result.written == 100
+        assert not (mnt / "out" / "d" / "packed").exists() and not (mnt / "out" / "x" / "link").exists()
+        # A name in the way (EEXIST) stops every thread: what was not made is left, the file in
+        # the way is untouched, nothing is half-made.
+        flat = {f"r{i}": lib.put(os.urandom(3000 + i)) for i in range(100)}
+        (mnt / "busy").mkdir()
+        (mnt / "busy" / "r50").write_bytes(b"someone else's")
+        result, _ = _clone(lib, mnt / "busy", flat)
+        left = result.left[""]
+        assert "r50" in left and result.written + len(left) == 100
+        assert (mnt / "busy" / "r50").read_bytes() == b"someone else's"
+        assert sorted(os.listdir(mnt / "busy")) == sorted(set(flat) - set(left) | {"r50"})
+        # A directory that cannot be made (a file in its place): its files are all left.
+        (mnt / "blocked").mkdir()
+        (mnt / "blocked" / "d").write_bytes(b"a file where a directory belongs")
+        result, _ = _clone(lib, mnt / "blocked", entries)
+        assert len(result.left["d"]) == 101 and result.written == 0
+        assert (mnt / "blocked" / "d").read_bytes() == b"a file where a directory belongs"
+        # A library of compressed blobs only: the fast path does not apply, nothing is made.
+        packed = {f"p{i}": lib.put(os.urandom(3000), compress=True) for i in range(3)}
+        result, _ = _clone(lib, mnt / "packed", packed)
+        assert result is None and os.listdir(mnt / "packed") == []
         lib.close()
 
 
@@ -138,12 +170,12 @@ def test_corrupt_raw_blob_never_stays(tmp_path):
         good = os.urandom(4096)
         entry = lib.put(b"X" * 4096, digest=hashlib.sha256(good).hexdigest())  # right size, wrong bytes
         store = VerifiedStore(tmp_path / "cache", buffered=True)
-        with pytest.raises(CorruptBlob, match="corrupted hololib blob"):
-            _clone(lib, mnt / "out", {"f": entry}, store=store)
-        assert os.listdir(mnt / "out") == []
+        with pytest.raises(CorruptBlob, match="sub/f: corrupted hololib blob"):
+            _clone(lib, mnt / "out", {"sub/f": entry}, store=store)
+        assert os.listdir(mnt / "out" / "sub") == []
         # --verify skip trusts the library: the bytes are restored as they are.
-        rest, verified, _ = _clone(lib, mnt / "skip", {"f": entry}, store=store, policy=VerifyPolicy.SKIP)
-        assert rest == [] and verified == 0
+        result, _ = _clone(lib, mnt / "skip", {"sub/f": entry}, store=store, policy=VerifyPolicy.SKIP)
+        assert result.left == {} and result.verified == 0
         lib.close()
 
 
@@ -152,10 +184,26 @@ def test_no_reflink_leaves_everything(tmp_path):
     with loop_filesystem("ext4", tmp_path, size_mib=64) as mnt:
         lib = Lib(mnt)
         entries = {f"f{i}": lib.put(os.urandom(3000)) for i in range(4)}
-        rest, _v, linker = _clone(lib, mnt / "out", entries)
-        assert rest == [0, 1, 2, 3] and os.listdir(mnt / "out") == []
+        result, linker = _clone(lib, mnt / "out", entries)
+        assert sorted(result.left[""]) == sorted(entries) and os.listdir(mnt / "out") == []
         assert "reflink" not in linker.as_dict()
         lib.close()
+
+
+def test_raises_a_low_open_file_limit(tmp_path):
+    """Every directory stays open during a restore: more than a soft limit of 1024 is common;
+    materialize raises the soft limit (up to the hard one) instead of failing with EMFILE."""
+    extra = {f"pkgs/p{i}/__init__.py": b"x = %d\n" % i for i in range(400)}
+    _tree, catalog, lib = build_generated(tmp_path, "none", extra=extra)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (128, hard))
+    try:
+        (tmp_path / "space").mkdir()
+        materialize(catalog, lib, tmp_path / "space" / TARGET_NAME, opts(tmp_path))
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] > 400
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert_restored(catalog, lib, tmp_path / "space" / TARGET_NAME, check_atime=True)
 
 
 @pytest.mark.root
@@ -170,7 +218,7 @@ def test_materialize_same_result_with_and_without_the_loop(tmp_path, monkeypatch
         (mnt / "space").mkdir()
         native = materialize(catalog, lib, mnt / "space" / TARGET_NAME, opts(tmp_path))
         assert_restored(catalog, lib, mnt / "space" / TARGET_NAME, check_atime=True)
-        monkeypatch.setattr(strategies, "_native", None)
+        monkeypatch.setattr(fastclone, "_native", None)
         (mnt / "space2").mkdir()
         python = materialize(catalog, lib, mnt / "space2" / TARGET_NAME, opts(tmp_path))
         assert_restored(catalog, lib, mnt / "space2" / TARGET_NAME, check_atime=True)

@@ -1,0 +1,182 @@
+"""The fast path of a fresh reflink restore: the whole tree in one native call.
+
+Given a fresh staging directory and a raw library, :func:`clone_tree` hands every directory
+and every rewrite-free regular file to ``holofs._native.build_tree``, which makes the
+directories and reflinks the files in C threads with the GIL released (no per-file or
+per-directory Python work, no worker processes). Blobs the verification record does not
+cover yet are hashed afterwards, in threads; a mismatch removes the clone and raises
+CorruptBlob (the staging directory is never renamed into place).
+
+It is an accelerator only: symlinks, files with rewrites, copy-pattern matches, compressed
+blobs and whatever the native code could not do are returned to the caller for the general
+per-file path (:func:`holofs.strategies.produce_file`), which also reports errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from array import array
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from .catalog import DirEntry, FileEntry
+from .library import blob_relpath
+from .strategies import COPY, REFLINK, Linker, _corrupt, _hash_fd
+from .verification import VerifiedStore, VerifyPolicy, blob_key_of
+
+try:  # the optional C accelerator (holofs/_native.c, Linux)
+    from . import _native
+except ImportError:  # pragma: no cover - exercised where no compiler built it
+    _native = None
+
+PROGRESS_EVERY = 0.1  # seconds between progress reports while the native call runs
+
+
+@dataclass
+class ClonedTree:
+    """What :func:`clone_tree` did, and what it left."""
+
+    left: dict[str, list[str]] = field(default_factory=dict)  # per directory, names left to do
+    written: int = 0
+    verified: int = 0
+
+
+def available(linker: Linker) -> bool:
+    """The accelerator is built and the strategy lets it reflink (auto or reflink)."""
+    return _native is not None and linker.mode in ("auto", "reflink")
+
+
+def _raw_library(lib_fd: int, files: list[FileEntry], blobs: list[str]) -> bool:
+    """True if the first non-empty blob is stored raw (its size is the entry's)."""
+    for entry, blob in zip(files, blobs, strict=True):
+        if entry.size:
+            try:
+                return os.stat(blob, dir_fd=lib_fd).st_size == entry.size
+            except OSError:
+                return False
+    return True  # only empty files: nothing to decode
+
+
+def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: int, dirs: list[tuple[str, DirEntry]], *,
+               perm: Callable[[int], int], rewrites_apply: bool, linker: Linker, store: VerifiedStore,
+               policy: VerifyPolicy, times_ns: int, dir_mode: int, threads: int,
+               progress: Callable[[int], None] | None = None,
+               meanwhile: Callable[[], None] | None = None) -> ClonedTree | None:
+    """Make ``dirs`` (parents first; ``dirs[0]`` is the root, open as ``dir_fds[""]``) and clone
+    their files natively; the directories made join ``dir_fds`` (open: the caller closes them
+    all, also after an error). None when the fast path does not apply (no accelerator, a strategy
+    other than auto/reflink, a compressed library, reflink known impossible); the caller then
+    does everything itself. ``meanwhile`` runs in this thread while the native threads work."""
+    pair = (lib_dev, target_dev)
+    if not available(linker) or linker.reflink_known(pair) is False:
+        return None
+    index: dict[str, int] = {}
+    dir_parents: list[int] = []
+    dir_names: list[str] = []
+    file_dirs: list[int] = []
+    blobs: list[str] = []
+    names: list[str] = []
+    modes: list[int] = []
+    sizes: list[int] = []
+    entries: list[FileEntry] = []
+    left: dict[str, list[str]] = {}
+    patterns = bool(linker.copy_patterns)
+    for i, (rel, node) in enumerate(dirs):
+        index[rel] = i
+        parent, _, name = rel.rpartition("/")
+        dir_parents.append(index[parent] if rel else -1)
+        dir_names.append(name)
+        for fname, entry in node.files.items():
+            if (entry.symlink or (entry.rewrite and rewrites_apply)
+                    or (patterns and linker.must_copy(f"{rel}/{fname}" if rel else fname))):
+                left.setdefault(rel, []).append(fname)
+                continue
+            file_dirs.append(i)
+            blobs.append(blob_relpath(entry.digest))
+            names.append(fname)
+            modes.append(perm(entry.mode))
+            sizes.append(entry.size)
+            entries.append(entry)
+    if not _raw_library(lib_fd, entries, blobs):
+        return None
+    counter = array("q", [0])
+    outcome: list[tuple[list[int], list]] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(_native.build_tree(lib_fd, dir_fds[""], dir_parents, dir_names, file_dirs, blobs, names, modes,
+                                              sizes, linker.chmod_after, dir_mode, times_ns, threads, counter))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+            failure.append(exc)
+
+    t0 = time.perf_counter()
+    worker = threading.Thread(target=run, name="holofs-native")
+    worker.start()
+    if meanwhile is not None:
+        meanwhile()
+    reported = 0
+    while worker.is_alive():
+        worker.join(PROGRESS_EVERY)
+        if progress is not None and counter[0] > reported:
+            progress(counter[0] - reported)
+            reported = counter[0]
+    seconds = time.perf_counter() - t0
+    if failure:
+        raise failure[0]
+    fds, results = outcome[0]
+    dir_fds.update((rel, fds[i]) for rel, i in index.items() if i and fds[i] >= 0)
+    rels = [rel for rel, _node in dirs]
+    done: list[int] = []
+    for i, r in enumerate(results):
+        if r.__class__ is int:
+            left.setdefault(rels[file_dirs[i]], []).append(names[i])
+        else:
+            done.append(i)
+    nbytes = sum(sizes[i] for i in done)
+    empty = sum(1 for i in done if not sizes[i])
+    cloned = len(done) - empty
+    if progress is not None and len(done) > reported:
+        progress(len(done) - reported)
+    check: list[tuple[int, str]] = []
+    if policy != VerifyPolicy.SKIP:
+        keys = [blob_key_of(entries[i].digest, results[i]) for i in done]
+        missing = None if policy == VerifyPolicy.ALWAYS else store.unverified_keys(keys)
+        check = [(i, key) for i, key in zip(done, keys, strict=True) if missing is None or key in missing]
+    if check:
+        _verify(lib_fd, dir_fds, check, entries, blobs, names, file_dirs, rels, store, threads)
+    if cloned:
+        linker._set(linker._reflink, pair, True)
+        linker.record(REFLINK, nbytes, seconds, files=cloned)
+    if empty:
+        linker.record(COPY, 0, 0.0, files=empty)
+    return ClonedTree(left=left, written=len(done), verified=len(check))
+
+
+def _verify(lib_fd: int, dir_fds: dict[str, int], check: list[tuple[int, str]], entries: list[FileEntry], blobs: list[str],
+            names: list[str], file_dirs: list[int], rels: list[str], store: VerifiedStore, threads: int) -> None:
+    """Hash the blobs behind ``check`` (in threads: hashlib releases the GIL); record the good
+    ones; on the first mismatch remove that clone and raise CorruptBlob."""
+
+    def one(item: tuple[int, str]) -> None:
+        i, key = item
+        entry = entries[i]
+        src = os.open(blobs[i], os.O_RDONLY | os.O_CLOEXEC, dir_fd=lib_fd)
+        try:
+            actual = _hash_fd(src, entry.size, entry.digest)
+        finally:
+            os.close(src)
+        if actual != entry.digest:
+            rel = rels[file_dirs[i]]
+            with contextlib.suppress(OSError):
+                os.unlink(names[i], dir_fd=dir_fds[rel])
+            raise _corrupt(f"{rel}/{names[i]}" if rel else names[i], entry, actual)
+        store.mark_verified_key(key)
+
+    with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="holofs-verify") as pool:
+        for _ in pool.map(one, check):
+            pass
