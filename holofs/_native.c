@@ -6,14 +6,18 @@
  * uncreated (or removed again), and the caller redoes it on the general Python path, which
  * also produces the user-facing error.
  *
- * build_tree(lib_fd, root_fd, dir_parents, dir_names, file_dirs, blobs, names, modes, sizes,
- *            chmod_mask, dir_mode, mtime_ns, threads, counter) -> (dir_fds, results)
+ * build_tree(lib_fd, root_fd, dir_parents, dir_names, file_dirs, blobs, names, modes, sizes, known,
+ *            chmod_mask, dir_mode, mtime_ns, decode, threads, counter) -> (dir_fds, results)
  *   Directory 0 is root_fd (open, not closed here); directory i > 0 is made as
  *   dir_names[i] (mode dir_mode) under directory dir_parents[i], and opened O_NOFOLLOW.
  *   File i is created O_EXCL|O_NOFOLLOW as names[i] in directory file_dirs[i] (non-
  *   decreasing) with modes[i] (fchmod'ed when modes[i] & chmod_mask), reflinked (FICLONE)
  *   from the raw blob at blobs[i] (relative to lib_fd) and stamped mtime=atime=mtime_ns;
- *   sizes[i] is the catalog size (a blob of another size is not raw: skipped).
+ *   sizes[i] is the catalog size. A blob of another size is compressed: with decode=0 it is
+ *   skipped (NOT_RAW); with decode=1 a gzip/zstd blob whose identity (fstat) equals known[i]
+ *   (a 5-tuple like a result, from the verification record; None: not verified) is decoded
+ *   into the new file, any other is skipped; decode=2 decodes every one (--verify skip). A
+ *   blob that does not decode to exactly sizes[i] bytes is skipped (the Python path reports it).
  *   dir_fds[i]: the directory's new fd (the caller closes it), or -1 if it was not made.
  *   results[i]: the blob's (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns) for a file
  *   made, else NOT_RAW (-1), NOT_TRIED (-2) or the errno that stopped it. The first errno
@@ -34,6 +38,13 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdint.h>
+#include <string.h>
+#ifdef HAVE_ZLIB
+#include <zlib.h>
+#endif
+#ifdef HAVE_ZSTD
+#include <zstd.h>
+#endif
 #include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
@@ -43,6 +54,7 @@
 #define NOT_RAW (-1)
 #define NOT_TRIED (-2)
 #define UNIT 32 /* files handed to a thread at a time */
+#define DECODE_MAX (256LL << 20) /* bigger blobs are left to the (streaming) Python path */
 
 enum { DIR_TODO, DIR_MAKING, DIR_READY, DIR_FAILED };
 
@@ -52,6 +64,9 @@ typedef struct {
     unsigned int mode;
     long long size;
     int err; /* 0 done, NOT_RAW, NOT_TRIED or errno */
+    int has_known;
+    unsigned long long known_dev, known_ino;
+    long long known_size, known_mtime, known_ctime;
     struct stat st;
 } item_t;
 
@@ -70,6 +85,7 @@ typedef struct {
 typedef struct {
     int lib_fd;
     unsigned int chmod_mask, dir_mode;
+    int decode; /* 0 never, 1 blobs with a known identity, 2 all */
     struct timespec times[2];
     dir_t *dirs;
     item_t *items;
@@ -80,7 +96,143 @@ typedef struct {
     long long *counter;
 } tree_t;
 
-static void clone_one(const tree_t *t, int dir_fd, item_t *it) {
+/* Per-thread decoder state, reused from file to file. */
+typedef struct {
+#ifdef HAVE_ZLIB
+    z_stream zs;
+    int zs_ready;
+#endif
+#ifdef HAVE_ZSTD
+    ZSTD_DCtx *dctx;
+#endif
+    int unused;
+} codec_t;
+
+static void codec_free(codec_t *c) {
+#ifdef HAVE_ZLIB
+    if (c->zs_ready)
+        inflateEnd(&c->zs);
+#endif
+#ifdef HAVE_ZSTD
+    ZSTD_freeDCtx(c->dctx);
+#endif
+    (void)c;
+}
+
+/* Decode `in` (gzip members or zstd frames) into exactly `size` bytes at `out` (room for
+ * size + 1): 0, or -1 if it is not a format known here, is corrupt, or has another size. */
+static int decode_blob(codec_t *c, const unsigned char *in, size_t n, unsigned char *out, size_t size) {
+#ifdef HAVE_ZLIB
+    if (n >= 2 && in[0] == 0x1f && in[1] == 0x8b) {
+        if (!c->zs_ready) {
+            memset(&c->zs, 0, sizeof c->zs);
+            if (inflateInit2(&c->zs, 16 + MAX_WBITS) != Z_OK)
+                return -1;
+            c->zs_ready = 1;
+        } else if (inflateReset(&c->zs) != Z_OK) {
+            return -1;
+        }
+        c->zs.next_in = (unsigned char *)in;
+        c->zs.avail_in = (uInt)n;
+        c->zs.next_out = out;
+        c->zs.avail_out = (uInt)(size + 1);
+        for (;;) {
+            int rc = inflate(&c->zs, Z_FINISH);
+            if (rc == Z_STREAM_END) {
+                if (c->zs.avail_in == 0)
+                    break;
+                if (inflateReset(&c->zs) != Z_OK) /* a further gzip member */
+                    return -1;
+                continue;
+            }
+            if (rc != Z_OK && rc != Z_BUF_ERROR)
+                return -1;
+            if (rc == Z_BUF_ERROR || c->zs.avail_out == 0)
+                return -1; /* truncated, or more output than the catalog says */
+        }
+        return (size_t)(c->zs.next_out - out) == size ? 0 : -1;
+    }
+#endif
+#ifdef HAVE_ZSTD
+    if (n >= 4 && in[0] == 0x28 && in[1] == 0xb5 && in[2] == 0x2f && in[3] == 0xfd) {
+        if (c->dctx == NULL && (c->dctx = ZSTD_createDCtx()) == NULL)
+            return -1;
+        size_t got = ZSTD_decompressDCtx(c->dctx, out, size + 1, in, n);
+        return !ZSTD_isError(got) && got == size ? 0 : -1;
+    }
+#endif
+    (void)c, (void)in, (void)n, (void)out, (void)size;
+    return -1;
+}
+
+static int read_all(int fd, unsigned char *buf, size_t n) {
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = pread(fd, buf + got, n - got, (off_t)got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return r < 0 ? errno : EIO;
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+static int write_all(int fd, const unsigned char *buf, size_t n) {
+    size_t done = 0;
+    while (done < n) {
+        ssize_t w = write(fd, buf + done, n - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return errno;
+        done += (size_t)w;
+    }
+    return 0;
+}
+
+static int trusted(const tree_t *t, const item_t *it) {
+    if (t->decode == 2)
+        return 1;
+    return t->decode == 1 && it->has_known && it->known_dev == (unsigned long long)it->st.st_dev &&
+           it->known_ino == (unsigned long long)it->st.st_ino && it->known_size == (long long)it->st.st_size &&
+           it->known_mtime == (long long)it->st.st_mtim.tv_sec * 1000000000LL + it->st.st_mtim.tv_nsec &&
+           it->known_ctime == (long long)it->st.st_ctim.tv_sec * 1000000000LL + it->st.st_ctim.tv_nsec;
+}
+
+/* The decoded blob (src, already fstat'ed into it->st) as a new file; it->err as clone_one. */
+static void decode_one(const tree_t *t, codec_t *c, int dir_fd, item_t *it, int src) {
+    size_t n = (size_t)it->st.st_size, size = (size_t)it->size;
+    unsigned char *in = malloc(n ? n : 1), *out = malloc(size + 1);
+    int err = in == NULL || out == NULL ? ENOMEM : read_all(src, in, n);
+    if (!err && decode_blob(c, in, n, out, size) < 0)
+        err = NOT_RAW;
+    free(in);
+    if (err) {
+        free(out);
+        it->err = err;
+        return;
+    }
+    int dst = openat(dir_fd, it->name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, it->mode & 07777);
+    if (dst < 0) {
+        free(out);
+        it->err = errno;
+        return;
+    }
+    err = write_all(dst, out, size);
+    free(out);
+    if (!err && (it->mode & t->chmod_mask) && fchmod(dst, it->mode & 07777) < 0)
+        err = errno;
+    if (!err && futimens(dst, t->times) < 0)
+        err = errno;
+    if (close(dst) < 0 && !err)
+        err = errno;
+    if (err)
+        unlinkat(dir_fd, it->name, 0);
+    it->err = err;
+}
+
+static void clone_one(const tree_t *t, codec_t *c, int dir_fd, item_t *it) {
     int src = openat(t->lib_fd, it->blob, O_RDONLY | O_CLOEXEC);
     if (src < 0) {
         it->err = errno;
@@ -92,7 +244,10 @@ static void clone_one(const tree_t *t, int dir_fd, item_t *it) {
         return;
     }
     if (!S_ISREG(it->st.st_mode) || (long long)it->st.st_size != it->size) {
-        it->err = NOT_RAW;
+        if (S_ISREG(it->st.st_mode) && it->size <= DECODE_MAX && it->st.st_size <= DECODE_MAX && trusted(t, it))
+            decode_one(t, c, dir_fd, it, src);
+        else
+            it->err = NOT_RAW;
         close(src);
         return;
     }
@@ -152,6 +307,8 @@ static int ensure_dir(tree_t *t, int d) {
 
 static void *tree_worker(void *arg) {
     tree_t *t = arg;
+    codec_t codec;
+    memset(&codec, 0, sizeof codec);
     while (!__atomic_load_n(&t->stop, __ATOMIC_RELAXED)) {
         Py_ssize_t u = __atomic_fetch_add(&t->next, 1, __ATOMIC_RELAXED);
         if (u >= t->nunits)
@@ -162,7 +319,7 @@ static void *tree_worker(void *arg) {
             break;
         long long made = 0;
         for (Py_ssize_t i = unit->start; i < unit->end && !__atomic_load_n(&t->stop, __ATOMIC_RELAXED); i++) {
-            clone_one(t, fd, &t->items[i]);
+            clone_one(t, &codec, fd, &t->items[i]);
             if (t->items[i].err > 0) {
                 __atomic_store_n(&t->stop, 1, __ATOMIC_RELAXED);
                 break;
@@ -172,6 +329,7 @@ static void *tree_worker(void *arg) {
         if (t->counter != NULL && made)
             __atomic_fetch_add(t->counter, made, __ATOMIC_RELAXED);
     }
+    codec_free(&codec);
     return NULL;
 }
 
@@ -232,18 +390,19 @@ static PyObject *set_parent_death_signal(PyObject *Py_UNUSED(self), PyObject *ar
 }
 
 static PyObject *build_tree(PyObject *Py_UNUSED(self), PyObject *args) {
-    int lib_fd, root_fd, nthreads;
-    PyObject *dir_parents, *dir_names, *file_dirs, *blobs, *names, *modes, *sizes, *counter_obj;
+    int lib_fd, root_fd, decode, nthreads;
+    PyObject *dir_parents, *dir_names, *file_dirs, *blobs, *names, *modes, *sizes, *known, *counter_obj;
     unsigned int chmod_mask, dir_mode;
     long long mtime_ns;
-    if (!PyArg_ParseTuple(args, "iiO!O!O!O!O!O!O!IILiO", &lib_fd, &root_fd, &PyList_Type, &dir_parents,
+    if (!PyArg_ParseTuple(args, "iiO!O!O!O!O!O!O!O!IILiiO", &lib_fd, &root_fd, &PyList_Type, &dir_parents,
                           &PyList_Type, &dir_names, &PyList_Type, &file_dirs, &PyList_Type, &blobs,
-                          &PyList_Type, &names, &PyList_Type, &modes, &PyList_Type, &sizes, &chmod_mask,
-                          &dir_mode, &mtime_ns, &nthreads, &counter_obj))
+                          &PyList_Type, &names, &PyList_Type, &modes, &PyList_Type, &sizes, &PyList_Type, &known,
+                          &chmod_mask, &dir_mode, &mtime_ns, &decode, &nthreads, &counter_obj))
         return NULL;
     Py_ssize_t ndirs = PyList_GET_SIZE(dir_parents), n = PyList_GET_SIZE(blobs);
     if (ndirs < 1 || PyList_GET_SIZE(dir_names) != ndirs || PyList_GET_SIZE(file_dirs) != n ||
-        PyList_GET_SIZE(names) != n || PyList_GET_SIZE(modes) != n || PyList_GET_SIZE(sizes) != n) {
+        PyList_GET_SIZE(names) != n || PyList_GET_SIZE(modes) != n || PyList_GET_SIZE(sizes) != n ||
+        PyList_GET_SIZE(known) != n) {
         PyErr_SetString(PyExc_ValueError, "build_tree: lists of different lengths");
         return NULL;
     }
@@ -257,7 +416,7 @@ static PyObject *build_tree(PyObject *Py_UNUSED(self), PyObject *args) {
             return NULL;
         }
     }
-    tree_t t = {.lib_fd = lib_fd, .chmod_mask = chmod_mask, .dir_mode = dir_mode,
+    tree_t t = {.lib_fd = lib_fd, .chmod_mask = chmod_mask, .dir_mode = dir_mode, .decode = decode,
                 .counter = counter_obj != Py_None ? counter.buf : NULL};
     t.times[0].tv_sec = t.times[1].tv_sec = (time_t)(mtime_ns / 1000000000LL);
     t.times[0].tv_nsec = t.times[1].tv_nsec = (long)(mtime_ns % 1000000000LL);
@@ -301,6 +460,14 @@ static PyObject *build_tree(PyObject *Py_UNUSED(self), PyObject *args) {
         t.items[i].mode = (unsigned int)PyLong_AsUnsignedLong(PyList_GET_ITEM(modes, i));
         t.items[i].size = PyLong_AsLongLong(PyList_GET_ITEM(sizes, i));
         t.items[i].err = NOT_TRIED;
+        PyObject *k = PyList_GET_ITEM(known, i);
+        if (k != Py_None) {
+            item_t *it = &t.items[i];
+            if (!PyArg_ParseTuple(k, "KKLLL", &it->known_dev, &it->known_ino, &it->known_size, &it->known_mtime,
+                                  &it->known_ctime))
+                goto done;
+            it->has_known = 1;
+        }
         if (PyErr_Occurred())
             goto done;
         if (d < 0 || d >= ndirs || (i > 0 && d < fdirs[i - 1])) {

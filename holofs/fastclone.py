@@ -1,15 +1,17 @@
-"""The fast path of a fresh reflink restore: the whole tree in one native call.
+"""The fast path of a fresh restore: the whole tree in one native call.
 
-Given a fresh staging directory and a raw library, :func:`clone_tree` hands every directory
-and every rewrite-free regular file to ``holofs._native.build_tree``, which makes the
-directories and reflinks the files in C threads with the GIL released (no per-file or
-per-directory Python work, no worker processes). Blobs the verification record does not
-cover yet are hashed afterwards, in threads; a mismatch removes the clone and raises
-CorruptBlob (the staging directory is never renamed into place).
+Given a fresh staging directory, :func:`clone_tree` hands every directory and every
+rewrite-free regular file to ``holofs._native.build_tree``, which makes the directories and
+the files in C threads with the GIL released (no per-file or per-directory Python work, no
+worker processes): raw blobs are reflinked; gzip/zstd blobs are decoded into the new file
+when the verification record already covers that very blob file (or with ``--verify skip``),
+since hashing while decoding stays on the Python path. Raw blobs the record does not cover
+yet are hashed afterwards, in threads; a mismatch removes the clone and raises CorruptBlob
+(the staging directory is never renamed into place).
 
-It is an accelerator only: symlinks, files with rewrites, copy-pattern matches, compressed
-blobs and whatever the native code could not do are returned to the caller for the general
-per-file path (:func:`holofs.strategies.produce_file`), which also reports errors.
+It is an accelerator only: symlinks, files with rewrites, copy-pattern matches, unverified
+compressed blobs and whatever the native code could not do are returned to the caller for
+the general per-file path (:func:`holofs.strategies.produce_file`), which also reports errors.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 
 from .catalog import DirEntry, FileEntry
 from .library import blob_relpath
-from .strategies import COPY, REFLINK, Linker, _corrupt, _hash_fd
+from .strategies import COMPRESSED_REFLINK_WARNING, COPY, DECOMPRESS, REFLINK, Linker, _corrupt, _hash_fd
 from .verification import VerifiedStore, VerifyPolicy, blob_key_of
 
 try:  # the optional C accelerator (holofs/_native.c, Linux)
@@ -50,27 +52,16 @@ def available(linker: Linker) -> bool:
     return _native is not None and linker.mode in ("auto", "reflink")
 
 
-def _raw_library(lib_fd: int, files: list[FileEntry], blobs: list[str]) -> bool:
-    """True if the first non-empty blob is stored raw (its size is the entry's)."""
-    for entry, blob in zip(files, blobs, strict=True):
-        if entry.size:
-            try:
-                return os.stat(blob, dir_fd=lib_fd).st_size == entry.size
-            except OSError:
-                return False
-    return True  # only empty files: nothing to decode
-
-
 def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: int, dirs: list[tuple[str, DirEntry]], *,
                perm: Callable[[int], int], rewrites_apply: bool, linker: Linker, store: VerifiedStore,
                policy: VerifyPolicy, times_ns: int, dir_mode: int, threads: int,
                progress: Callable[[int], None] | None = None,
                meanwhile: Callable[[], None] | None = None) -> ClonedTree | None:
-    """Make ``dirs`` (parents first; ``dirs[0]`` is the root, open as ``dir_fds[""]``) and clone
-    their files natively; the directories made join ``dir_fds`` (open: the caller closes them
-    all, also after an error). None when the fast path does not apply (no accelerator, a strategy
-    other than auto/reflink, a compressed library, reflink known impossible); the caller then
-    does everything itself. ``meanwhile`` runs in this thread while the native threads work."""
+    """Make ``dirs`` (parents first; ``dirs[0]`` is the root, open as ``dir_fds[""]``) and their
+    files natively; the directories made join ``dir_fds`` (open: the caller closes them all,
+    also after an error). None when the fast path does not apply (no accelerator, a strategy
+    other than auto/reflink, reflink known impossible); the caller then does everything
+    itself. ``meanwhile`` runs in this thread while the native threads work."""
     pair = (lib_dev, target_dev)
     if not available(linker) or linker.reflink_known(pair) is False:
         return None
@@ -101,8 +92,11 @@ def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: i
             modes.append(perm(entry.mode))
             sizes.append(entry.size)
             entries.append(entry)
-    if not _raw_library(lib_fd, entries, blobs):
-        return None
+    if policy == VerifyPolicy.TRUSTED:
+        decode, ids = 1, store.identities()
+        known = [ids.get(entry.digest) for entry in entries]
+    else:  # skip: decode every compressed blob; always: hashing while decoding is Python's
+        decode, known = (2 if policy == VerifyPolicy.SKIP else 0), [None] * len(entries)
     counter = array("q", [0])
     outcome: list[tuple[list[int], list]] = []
     failure: list[BaseException] = []
@@ -110,7 +104,8 @@ def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: i
     def run() -> None:
         try:
             outcome.append(_native.build_tree(lib_fd, dir_fds[""], dir_parents, dir_names, file_dirs, blobs, names, modes,
-                                              sizes, linker.chmod_after, dir_mode, times_ns, threads, counter))
+                                              sizes, known, linker.chmod_after, dir_mode, times_ns, decode, threads,
+                                              counter))
         except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
             failure.append(exc)
 
@@ -137,23 +132,29 @@ def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: i
             left.setdefault(rels[file_dirs[i]], []).append(names[i])
         else:
             done.append(i)
-    nbytes = sum(sizes[i] for i in done)
-    empty = sum(1 for i in done if not sizes[i])
-    cloned = len(done) - empty
+    # A done file whose blob has the entry's size was cloned (or is empty); else decoded.
+    cloned = [i for i in done if results[i][2] == sizes[i]]
+    decoded = [i for i in done if results[i][2] != sizes[i]]
     if progress is not None and len(done) > reported:
         progress(len(done) - reported)
     check: list[tuple[int, str]] = []
     if policy != VerifyPolicy.SKIP:
-        keys = [blob_key_of(entries[i].digest, results[i]) for i in done]
+        keys = [blob_key_of(entries[i].digest, results[i]) for i in cloned]
         missing = None if policy == VerifyPolicy.ALWAYS else store.unverified_keys(keys)
-        check = [(i, key) for i, key in zip(done, keys, strict=True) if missing is None or key in missing]
+        check = [(i, key) for i, key in zip(cloned, keys, strict=True) if missing is None or key in missing]
     if check:
         _verify(lib_fd, dir_fds, check, entries, blobs, names, file_dirs, rels, store, threads)
-    if cloned:
+    nonempty = [i for i in cloned if sizes[i]]
+    share = seconds / max(1, len(nonempty) + len(decoded))  # the threads' wall time, split by files
+    if nonempty:
         linker._set(linker._reflink, pair, True)
-        linker.record(REFLINK, nbytes, seconds, files=cloned)
-    if empty:
-        linker.record(COPY, 0, 0.0, files=empty)
+        linker.record(REFLINK, sum(sizes[i] for i in nonempty), share * len(nonempty), files=len(nonempty))
+    if len(cloned) > len(nonempty):
+        linker.record(COPY, 0, 0.0, files=len(cloned) - len(nonempty))
+    if decoded:
+        linker.record(DECOMPRESS, sum(sizes[i] for i in decoded), share * len(decoded), files=len(decoded))
+        if linker.mode == "reflink":
+            linker.warn_once("reflink:compressed", COMPRESSED_REFLINK_WARNING)
     return ClonedTree(left=left, written=len(done), verified=len(check))
 
 

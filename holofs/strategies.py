@@ -62,6 +62,8 @@ COPY = "copy"
 HARDLINK = "hardlink"
 SYMLINK = "symlink"
 STRATEGIES = (REFLINK, COPY_FILE_RANGE, DECOMPRESS, COPY, HARDLINK, SYMLINK)
+COMPRESSED_REFLINK_WARNING = ("reflink needs raw blobs and this library's are compressed: decompressing "
+                              "(see holofs library convert --to none)")
 MODES = ("auto", "reflink", "copy", "hardlink")
 
 FICLONE = 0x40049409
@@ -425,8 +427,7 @@ def produce_file(
             else:
                 strategy = DECOMPRESS if encoding != "raw" else COPY
                 if linker.mode == "reflink" and encoding != "raw":
-                    linker.warn_once("reflink:compressed", "reflink needs raw blobs and this library's are "
-                                     "compressed: decompressing (see holofs library convert --to none)")
+                    linker.warn_once("reflink:compressed", COMPRESSED_REFLINK_WARNING)
                 if not whole or not _produce_small(whole, dst, entry, encoding, verify, rewrites, ident, label):
                     os.lseek(src, 0, os.SEEK_SET)
                     _produce_stream(src, dst, entry, encoding, verify, rewrites, ident, label, strategy)

@@ -156,10 +156,71 @@ def test_leaves_what_it_cannot_do(tmp_path):
         result, _ = _clone(lib, mnt / "blocked", entries)
         assert len(result.left["d"]) == 101 and result.written == 0
         assert (mnt / "blocked" / "d").read_bytes() == b"a file where a directory belongs"
-        # A library of compressed blobs only: the fast path does not apply, nothing is made.
-        packed = {f"p{i}": lib.put(os.urandom(3000), compress=True) for i in range(3)}
-        result, _ = _clone(lib, mnt / "packed", packed)
-        assert result is None and os.listdir(mnt / "packed") == []
+        lib.close()
+
+
+def _blob_path(lib: Lib, entry: FileEntry):
+    d = entry.digest
+    return lib.dir / d[0:2] / d[2:4] / d[4:6] / d
+
+
+@pytest.mark.root
+def test_decodes_verified_compressed_blobs(tmp_path):
+    """gzip (several members too) and zstd blobs are decoded natively once the verification
+    record covers that blob file (or with --verify skip); an unverified, replaced or corrupt
+    one is left to the Python path (which hashes while decoding and reports)."""
+    import zstandard
+
+    with loop_filesystem("xfs", tmp_path) as mnt:
+        lib = Lib(mnt)
+        data = {f"pkg/g{i}.py": os.urandom(50) * (i + 1) for i in range(40)}
+        data["pkg/empty"] = b""
+        data["z/big.bin"] = os.urandom(1 << 20) + bytes(1 << 20)
+        entries = {name: lib.put(content, compress=True, mode=0o755 if name.endswith("0.py") else 0o644)
+                   for name, content in data.items()}
+        _blob_path(lib, entries["z/big.bin"]).write_bytes(zstandard.ZstdCompressor().compress(data["z/big.bin"]))
+        two = b"first member " * 50 + b"second member " * 50
+        entries["pkg/members"] = e = lib.put(two, compress=True)
+        _blob_path(lib, e).write_bytes(gzip.compress(two[:650]) + gzip.compress(two[650:]))
+        data["pkg/members"] = two
+        store = VerifiedStore(tmp_path / "cache", buffered=True)
+        # First use, trusted: nothing verified yet, so everything is left (nothing made).
+        result, _ = _clone(lib, mnt / "first", entries, store=store)
+        assert result.written == 0 and sorted(result.left["pkg"]) == sorted(n[4:] for n in data if n[:4] == "pkg/")
+        assert os.listdir(mnt / "first" / "pkg") == []
+        for entry in entries.values():  # what the Python path records after hashing
+            store.mark_verified_stat(entry.digest, os.stat(_blob_path(lib, entry)))
+        # Verified: decoded natively, with modes and mother times.
+        result, linker = _clone(lib, mnt / "out", entries, store=store)
+        assert result.left == {} and result.written == len(data) and result.verified == 0
+        for name, content in data.items():
+            st = os.lstat(mnt / "out" / name)
+            assert (mnt / "out" / name).read_bytes() == content, name
+            assert stat.S_IMODE(st.st_mode) == stat.S_IMODE(entries[name].mode)
+            assert st.st_mtime_ns == MOTHER_NS
+        assert linker.as_dict()["decompress"]["files"] == len(data)
+        # A blob file replaced after it was verified (new inode) is not trusted any more; a
+        # corrupt one whose identity still matches fails to decode: both left, nothing made.
+        victim, corrupt = entries["pkg/g3.py"], entries["pkg/g5.py"]
+        path = _blob_path(lib, victim)
+        path.with_suffix(".new").write_bytes(path.read_bytes())
+        os.replace(path.with_suffix(".new"), path)
+        with open(_blob_path(lib, corrupt), "r+b") as f:
+            f.seek(12)
+            f.write(b"\xff" * 8)
+        store2 = VerifiedStore(tmp_path / "cache2", buffered=True)
+        for name, entry in entries.items():
+            if name != "pkg/g3.py":
+                store2.mark_verified_stat(entry.digest, os.stat(_blob_path(lib, entry)))
+        result, _ = _clone(lib, mnt / "again", entries, store=store2)
+        assert sorted(result.left["pkg"]) == ["g3.py", "g5.py"]
+        assert not (mnt / "again" / "pkg" / "g3.py").exists() and not (mnt / "again" / "pkg" / "g5.py").exists()
+        # --verify skip decodes whatever is there; --verify always leaves all compressed blobs.
+        result, _ = _clone(lib, mnt / "skip", {"pkg/g1.py": entries["pkg/g1.py"]}, policy=VerifyPolicy.SKIP)
+        assert result.left == {} and (mnt / "skip" / "pkg" / "g1.py").read_bytes() == data["pkg/g1.py"]
+        result, _ = _clone(lib, mnt / "always", {"pkg/g1.py": entries["pkg/g1.py"]}, store=store,
+                           policy=VerifyPolicy.ALWAYS)
+        assert result.left == {"pkg": ["g1.py"]}
         lib.close()
 
 
@@ -207,21 +268,31 @@ def test_raises_a_low_open_file_limit(tmp_path):
 
 
 @pytest.mark.root
-def test_materialize_same_result_with_and_without_the_loop(tmp_path, monkeypatch):
-    """A whole fresh restore on XFS through the native loop and through the Python path."""
+@pytest.mark.parametrize("compress", ["none", "gzip", "zstd"])
+def test_materialize_same_result_with_and_without_the_loop(tmp_path, monkeypatch, compress):
+    """Whole fresh restores on XFS through the native path and through the Python path (for a
+    compressed library, after a first restore has verified its blobs)."""
     from support.trees import IDENTITY
 
     with loop_filesystem("xfs", tmp_path) as mnt:
         extra = {f"pkg/mod{i}.py": os.urandom(3000 + i) for i in range(300)}
         extra["lib/reloc.bin"] = b"head " + IDENTITY.encode() + b" tail" * 1000
-        _tree, catalog, lib = build_generated(tmp_path, "none", lib_dir=mnt / "hololib", extra=extra)
+        _tree, catalog, lib = build_generated(tmp_path, compress, lib_dir=mnt / "hololib", extra=extra)
+        if compress != "none":
+            (mnt / "first").mkdir()
+            materialize(catalog, lib, mnt / "first" / TARGET_NAME, opts(tmp_path))
         (mnt / "space").mkdir()
+        fast: list[fastclone.ClonedTree] = []
+        real = fastclone.clone_tree
+        monkeypatch.setattr(fastclone, "clone_tree", lambda *a, **kw: fast.append(real(*a, **kw)) or fast[-1])
         native = materialize(catalog, lib, mnt / "space" / TARGET_NAME, opts(tmp_path))
         assert_restored(catalog, lib, mnt / "space" / TARGET_NAME, check_atime=True)
+        assert fast[-1].written > 300  # the native path made them (the rewritten file was left)
         monkeypatch.setattr(fastclone, "_native", None)
         (mnt / "space2").mkdir()
         python = materialize(catalog, lib, mnt / "space2" / TARGET_NAME, opts(tmp_path))
         assert_restored(catalog, lib, mnt / "space2" / TARGET_NAME, check_atime=True)
+
         def counts(report):
             return {k: (v["files"], v["bytes"]) for k, v in report.strategies.items()}
 
