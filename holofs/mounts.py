@@ -184,7 +184,7 @@ def serve_foreground(opts: MountOptions, *, on_ready: Any = None, preloaded: Any
         nonlocal stats_seq
         stats_seq += 1
         _write_json(rundir / "stats.json", {"seq": stats_seq, "open_handles": tree.open_handles,
-                                            **filler.fill_stats()})
+                                            "requests": dict(mount.ops.requests), **filler.fill_stats()})
 
     import trio
 

@@ -6,8 +6,12 @@ Thin by design: every handler translates one kernel request into one vtree call.
 - Cache fills (first open of a file) run in worker threads under a CapacityLimiter, never on
   the trio loop; opens of already-cached files and reads (``os.pread`` on the cache fd) are
   cheap and run inline.
-- The tree is immutable, so entry/attribute timeouts are long and open files keep the
-  kernel page cache (``keep_cache``): warm reads never reach this process.
+- The tree is immutable, so the kernel may cache everything for long: entries and attributes
+  (24 h timeouts), missing names too (negative entries, not ENOENT), and open files keep the
+  page cache (``keep_cache``): warm reads never reach this process. ``getxattr`` and
+  ``listxattr`` answer ENOSYS, after which the kernel stops asking (the tree has no xattrs).
+- A directory's listing is encoded once (names and entry attributes) and replayed to every
+  later ``readdir`` of it: pyfuse3 cannot ask the kernel to cache listings (FOPEN_CACHE_DIR).
 """
 
 from __future__ import annotations
@@ -17,31 +21,40 @@ import functools
 import logging
 import os
 import signal
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pyfuse3
 import trio
 
-from ..errors import HolofsError
+from ..errors import HolofsError, NotFound
 from ..vtree import ROOT_INO, Attr, VirtualTree
 
 log = logging.getLogger("holofs.fuse")
 
 CACHE_TIMEOUT = 24 * 3600.0
-"""Seconds the kernel may cache entries and attributes (the tree never changes)."""
+"""Seconds the kernel may cache entries, attributes and missing names (the tree never changes)."""
 FILL_THREADS = 8
+LISTING_CACHE_ENTRIES = 1 << 16
+"""Directory entries kept encoded for readdir (~0.3 KiB each); beyond, the cache restarts."""
+
+Listing = list[tuple[bytes, pyfuse3.EntryAttributes]]
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
 def fuse_errors(func: F) -> F:
-    """Map HolofsError to FUSEError(errno); log anything unexpected and answer EIO."""
+    """Count the request; map HolofsError to FUSEError(errno); log anything unexpected and
+    answer EIO."""
+
+    name = func.__name__
 
     @functools.wraps(func)
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+    async def wrapper(self: HolofsOperations, *args: Any, **kwargs: Any) -> Any:
+        self.requests[name] += 1
         try:
-            return await func(*args, **kwargs)
+            return await func(self, *args, **kwargs)
         except pyfuse3.FUSEError:
             raise
         except HolofsError as exc:
@@ -76,6 +89,14 @@ def _entry(attr: Attr) -> pyfuse3.EntryAttributes:
     return out
 
 
+def _negative_entry() -> pyfuse3.EntryAttributes:
+    """A negative entry: the kernel caches "no such name" for CACHE_TIMEOUT (not an ENOENT answer)."""
+    out = pyfuse3.EntryAttributes()
+    out.st_ino = 0
+    out.entry_timeout = CACHE_TIMEOUT
+    return out
+
+
 class HolofsOperations(pyfuse3.Operations):
     """Read-only FUSE operations over a VirtualTree."""
 
@@ -87,11 +108,19 @@ class HolofsOperations(pyfuse3.Operations):
         super().__init__()
         self.tree = tree
         self.limiter = trio.CapacityLimiter(fill_threads)
+        self.requests: Counter[str] = Counter()
+        """Requests served, by handler name (the mount's stats.json reports them)."""
+        self._negative = _negative_entry()
+        self._listings: dict[int, Listing] = {}
+        self._listed = 0
         assert pyfuse3.ROOT_INODE == ROOT_INO
 
     @fuse_errors
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
-        return _entry(self.tree.lookup(parent_inode, os.fsdecode(name)))
+        try:
+            return _entry(self.tree.lookup(parent_inode, os.fsdecode(name)))
+        except NotFound:
+            return self._negative
 
     @fuse_errors
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
@@ -109,9 +138,23 @@ class HolofsOperations(pyfuse3.Operations):
 
     @fuse_errors
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
-        for name, attr, next_id in self.tree.readdir(fh, start_id):
-            if not pyfuse3.readdir_reply(token, os.fsencode(name), _entry(attr), next_id):
+        listing = self._listing(fh)
+        for i in range(start_id, len(listing)):
+            name, entry = listing[i]
+            if not pyfuse3.readdir_reply(token, name, entry, i + 1):
                 break
+
+    def _listing(self, ino: int) -> Listing:
+        """The encoded children of directory ``ino`` (offsets are indexes: the tree's own)."""
+        listing = self._listings.get(ino)
+        if listing is None:
+            listing = [(os.fsencode(name), _entry(attr)) for name, attr, _next in self.tree.readdir(ino)]
+            self._listed += len(listing)
+            if self._listed > LISTING_CACHE_ENTRIES:
+                self._listings.clear()
+                self._listed = len(listing)
+            self._listings[ino] = listing
+        return listing
 
     @fuse_errors
     async def releasedir(self, fh: int) -> None:
@@ -155,11 +198,11 @@ class HolofsOperations(pyfuse3.Operations):
 
     @fuse_errors
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
-        raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        raise pyfuse3.FUSEError(errno.ENOSYS)  # the kernel answers EOPNOTSUPP itself from now on
 
     @fuse_errors
     async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
-        return []
+        raise pyfuse3.FUSEError(errno.ENOSYS)
 
 
 def mount_options(*, allow_other: bool = False) -> set[str]:
