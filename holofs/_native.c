@@ -6,7 +6,7 @@
  * uncreated (or removed again), and the caller redoes it on the general Python path, which
  * also produces the user-facing error.
  *
- * build_tree(lib_fd, root_fd, dir_parents, dir_names, file_dirs, blobs, names, modes, sizes, known,
+ * build_tree(lib_fd, root_fd, dir_parents, dir_names, file_dirs, blobs, names, modes, sizes, verified,
  *            chmod_mask, dir_mode, mtime_ns, decode, threads, counter) -> (dir_fds, results)
  *   Directory 0 is root_fd (open, not closed here); directory i > 0 is made as
  *   dir_names[i] (mode dir_mode) under directory dir_parents[i], and opened O_NOFOLLOW.
@@ -14,9 +14,10 @@
  *   decreasing) with modes[i] (fchmod'ed when modes[i] & chmod_mask), reflinked (FICLONE)
  *   from the raw blob at blobs[i] (relative to lib_fd) and stamped mtime=atime=mtime_ns;
  *   sizes[i] is the catalog size. A blob of another size is compressed: with decode=0 it is
- *   skipped (NOT_RAW); with decode=1 a gzip/zstd blob whose identity (fstat) equals known[i]
- *   (a 5-tuple like a result, from the verification record; None: not verified) is decoded
- *   into the new file, any other is skipped; decode=2 decodes every one (--verify skip). A
+ *   skipped (NOT_RAW); with decode=1 a gzip/zstd blob whose key (holofs.verification.blob_key:
+ *   "<digest> <st_dev> <st_ino> <st_size> <st_mtime_ns> <st_ctime_ns>", the digest being the
+ *   blob's file name) is in the frozenset `verified` is decoded into the new file, any other is
+ *   skipped; decode=2 decodes every one (--verify skip). A
  *   blob that does not decode to exactly sizes[i] bytes is skipped (the Python path reports it).
  *   dir_fds[i]: the directory's new fd (the caller closes it), or -1 if it was not made.
  *   results[i]: the blob's (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns) for a file
@@ -58,15 +59,37 @@
 
 enum { DIR_TODO, DIR_MAKING, DIR_READY, DIR_FAILED };
 
+/* A read-only hash set of the verified blob keys (borrowed from a frozenset's str items). */
+typedef struct {
+    const char **slot; /* NULL: empty */
+    size_t mask;
+} keyset_t;
+
+static size_t key_hash(const char *s, size_t n) {
+    size_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
+    return h;
+}
+
+static int keyset_has(const keyset_t *ks, const char *key, size_t n) {
+    if (ks->slot == NULL)
+        return 0;
+    for (size_t i = key_hash(key, n) & ks->mask;; i = (i + 1) & ks->mask) {
+        const char *k = ks->slot[i];
+        if (k == NULL)
+            return 0;
+        if (strncmp(k, key, n) == 0 && k[n] == '\0')
+            return 1;
+    }
+}
+
 typedef struct {
     const char *blob;
     const char *name;
     unsigned int mode;
     long long size;
     int err; /* 0 done, NOT_RAW, NOT_TRIED or errno */
-    int has_known;
-    unsigned long long known_dev, known_ino;
-    long long known_size, known_mtime, known_ctime;
     struct stat st;
 } item_t;
 
@@ -85,7 +108,8 @@ typedef struct {
 typedef struct {
     int lib_fd;
     unsigned int chmod_mask, dir_mode;
-    int decode; /* 0 never, 1 blobs with a known identity, 2 all */
+    int decode; /* 0 never, 1 blobs whose key is in `verified`, 2 all */
+    keyset_t verified;
     struct timespec times[2];
     dir_t *dirs;
     item_t *items;
@@ -105,8 +129,21 @@ typedef struct {
 #ifdef HAVE_ZSTD
     ZSTD_DCtx *dctx;
 #endif
-    int unused;
+    unsigned char *in, *out; /* buffers, grown as needed (a fresh big malloc faults every page) */
+    size_t in_cap, out_cap;
 } codec_t;
+
+/* *buf with room for n bytes (NULL if out of memory). */
+static unsigned char *room(unsigned char **buf, size_t *cap, size_t n) {
+    if (n > *cap) {
+        unsigned char *bigger = realloc(*buf, n);
+        if (bigger == NULL)
+            return NULL;
+        *buf = bigger;
+        *cap = n;
+    }
+    return *buf;
+}
 
 static void codec_free(codec_t *c) {
 #ifdef HAVE_ZLIB
@@ -116,7 +153,8 @@ static void codec_free(codec_t *c) {
 #ifdef HAVE_ZSTD
     ZSTD_freeDCtx(c->dctx);
 #endif
-    (void)c;
+    free(c->in);
+    free(c->out);
 }
 
 /* Decode `in` (gzip members or zstd frames) into exactly `size` bytes at `out` (room for
@@ -192,35 +230,34 @@ static int write_all(int fd, const unsigned char *buf, size_t n) {
 }
 
 static int trusted(const tree_t *t, const item_t *it) {
-    if (t->decode == 2)
-        return 1;
-    return t->decode == 1 && it->has_known && it->known_dev == (unsigned long long)it->st.st_dev &&
-           it->known_ino == (unsigned long long)it->st.st_ino && it->known_size == (long long)it->st.st_size &&
-           it->known_mtime == (long long)it->st.st_mtim.tv_sec * 1000000000LL + it->st.st_mtim.tv_nsec &&
-           it->known_ctime == (long long)it->st.st_ctim.tv_sec * 1000000000LL + it->st.st_ctim.tv_nsec;
+    if (t->decode != 1)
+        return t->decode == 2;
+    const char *slash = strrchr(it->blob, '/');
+    char key[512];
+    int n = snprintf(key, sizeof key, "%s %llu %llu %lld %lld %lld", slash ? slash + 1 : it->blob,
+                     (unsigned long long)it->st.st_dev, (unsigned long long)it->st.st_ino, (long long)it->st.st_size,
+                     (long long)it->st.st_mtim.tv_sec * 1000000000LL + it->st.st_mtim.tv_nsec,
+                     (long long)it->st.st_ctim.tv_sec * 1000000000LL + it->st.st_ctim.tv_nsec);
+    return n > 0 && (size_t)n < sizeof key && keyset_has(&t->verified, key, (size_t)n);
 }
 
 /* The decoded blob (src, already fstat'ed into it->st) as a new file; it->err as clone_one. */
 static void decode_one(const tree_t *t, codec_t *c, int dir_fd, item_t *it, int src) {
     size_t n = (size_t)it->st.st_size, size = (size_t)it->size;
-    unsigned char *in = malloc(n ? n : 1), *out = malloc(size + 1);
+    unsigned char *in = room(&c->in, &c->in_cap, n ? n : 1), *out = room(&c->out, &c->out_cap, size + 1);
     int err = in == NULL || out == NULL ? ENOMEM : read_all(src, in, n);
     if (!err && decode_blob(c, in, n, out, size) < 0)
         err = NOT_RAW;
-    free(in);
     if (err) {
-        free(out);
         it->err = err;
         return;
     }
     int dst = openat(dir_fd, it->name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, it->mode & 07777);
     if (dst < 0) {
-        free(out);
         it->err = errno;
         return;
     }
     err = write_all(dst, out, size);
-    free(out);
     if (!err && (it->mode & t->chmod_mask) && fchmod(dst, it->mode & 07777) < 0)
         err = errno;
     if (!err && futimens(dst, t->times) < 0)
@@ -389,20 +426,52 @@ static PyObject *set_parent_death_signal(PyObject *Py_UNUSED(self), PyObject *ar
     Py_RETURN_NONE;
 }
 
+/* The str items of frozenset `set` as a keyset (pointers into the set's strings). */
+static int keyset_build(PyObject *set, keyset_t *ks) {
+    size_t cap = 16;
+    while (cap < 2 * (size_t)PySet_GET_SIZE(set))
+        cap *= 2;
+    ks->slot = PyMem_Calloc(cap, sizeof(char *));
+    if (ks->slot == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    ks->mask = cap - 1;
+    PyObject *iter = PyObject_GetIter(set), *item;
+    if (iter == NULL)
+        return -1;
+    while ((item = PyIter_Next(iter)) != NULL) {
+        Py_ssize_t n;
+        const char *k = PyUnicode_Check(item) ? PyUnicode_AsUTF8AndSize(item, &n) : NULL;
+        Py_DECREF(item); /* still owned by the frozenset */
+        if (k == NULL) {
+            Py_DECREF(iter);
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "build_tree: verified keys must be str");
+            return -1;
+        }
+        size_t i = key_hash(k, (size_t)n) & ks->mask;
+        while (ks->slot[i] != NULL)
+            i = (i + 1) & ks->mask;
+        ks->slot[i] = k;
+    }
+    Py_DECREF(iter);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
 static PyObject *build_tree(PyObject *Py_UNUSED(self), PyObject *args) {
     int lib_fd, root_fd, decode, nthreads;
-    PyObject *dir_parents, *dir_names, *file_dirs, *blobs, *names, *modes, *sizes, *known, *counter_obj;
+    PyObject *dir_parents, *dir_names, *file_dirs, *blobs, *names, *modes, *sizes, *verified, *counter_obj;
     unsigned int chmod_mask, dir_mode;
     long long mtime_ns;
     if (!PyArg_ParseTuple(args, "iiO!O!O!O!O!O!O!O!IILiiO", &lib_fd, &root_fd, &PyList_Type, &dir_parents,
                           &PyList_Type, &dir_names, &PyList_Type, &file_dirs, &PyList_Type, &blobs,
-                          &PyList_Type, &names, &PyList_Type, &modes, &PyList_Type, &sizes, &PyList_Type, &known,
+                          &PyList_Type, &names, &PyList_Type, &modes, &PyList_Type, &sizes, &PyFrozenSet_Type, &verified,
                           &chmod_mask, &dir_mode, &mtime_ns, &decode, &nthreads, &counter_obj))
         return NULL;
     Py_ssize_t ndirs = PyList_GET_SIZE(dir_parents), n = PyList_GET_SIZE(blobs);
     if (ndirs < 1 || PyList_GET_SIZE(dir_names) != ndirs || PyList_GET_SIZE(file_dirs) != n ||
-        PyList_GET_SIZE(names) != n || PyList_GET_SIZE(modes) != n || PyList_GET_SIZE(sizes) != n ||
-        PyList_GET_SIZE(known) != n) {
+        PyList_GET_SIZE(names) != n || PyList_GET_SIZE(modes) != n || PyList_GET_SIZE(sizes) != n) {
         PyErr_SetString(PyExc_ValueError, "build_tree: lists of different lengths");
         return NULL;
     }
@@ -460,14 +529,6 @@ static PyObject *build_tree(PyObject *Py_UNUSED(self), PyObject *args) {
         t.items[i].mode = (unsigned int)PyLong_AsUnsignedLong(PyList_GET_ITEM(modes, i));
         t.items[i].size = PyLong_AsLongLong(PyList_GET_ITEM(sizes, i));
         t.items[i].err = NOT_TRIED;
-        PyObject *k = PyList_GET_ITEM(known, i);
-        if (k != Py_None) {
-            item_t *it = &t.items[i];
-            if (!PyArg_ParseTuple(k, "KKLLL", &it->known_dev, &it->known_ino, &it->known_size, &it->known_mtime,
-                                  &it->known_ctime))
-                goto done;
-            it->has_known = 1;
-        }
         if (PyErr_Occurred())
             goto done;
         if (d < 0 || d >= ndirs || (i > 0 && d < fdirs[i - 1])) {
@@ -476,6 +537,8 @@ static PyObject *build_tree(PyObject *Py_UNUSED(self), PyObject *args) {
         }
         fdirs[i] = (int)d;
     }
+    if (decode == 1 && keyset_build(verified, &t.verified) < 0)
+        goto done;
     t.units = make_units(ndirs, fdirs, n, &t.nunits);
     if (t.units == NULL) {
         PyErr_NoMemory();
@@ -519,6 +582,7 @@ done:
         PyBuffer_Release(&counter);
     Py_XDECREF(keep);
     PyMem_Free(t.units);
+    PyMem_Free((void *)t.verified.slot);
     PyMem_Free(fdirs);
     PyMem_Free(t.items);
     PyMem_Free(t.dirs);

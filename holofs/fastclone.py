@@ -92,11 +92,10 @@ def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: i
             modes.append(perm(entry.mode))
             sizes.append(entry.size)
             entries.append(entry)
-    if policy == VerifyPolicy.TRUSTED:
-        decode, ids = 1, store.identities()
-        known = [ids.get(entry.digest) for entry in entries]
-    else:  # skip: decode every compressed blob; always: hashing while decoding is Python's
-        decode, known = (2 if policy == VerifyPolicy.SKIP else 0), [None] * len(entries)
+    # Compressed blobs: trusted decodes those whose blob file is recorded as verified; skip
+    # decodes all; always leaves them to the Python path (which hashes while decoding).
+    decode = {VerifyPolicy.TRUSTED: 1, VerifyPolicy.SKIP: 2}.get(policy, 0)
+    verified = store.snapshot() if decode == 1 else frozenset()
     counter = array("q", [0])
     outcome: list[tuple[list[int], list]] = []
     failure: list[BaseException] = []
@@ -104,7 +103,7 @@ def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: i
     def run() -> None:
         try:
             outcome.append(_native.build_tree(lib_fd, dir_fds[""], dir_parents, dir_names, file_dirs, blobs, names, modes,
-                                              sizes, known, linker.chmod_after, dir_mode, times_ns, decode, threads,
+                                              sizes, verified, linker.chmod_after, dir_mode, times_ns, decode, threads,
                                               counter))
         except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
             failure.append(exc)

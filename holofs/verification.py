@@ -134,17 +134,12 @@ class VerifiedStore:
                 missing.difference_update(self._keys)
         return missing
 
-    def identities(self) -> dict[str, tuple[int, int, int, int, int]]:
-        """``{digest: (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns)}`` of verified blob
-        files (one per digest where a blob was recorded more than once)."""
+    def snapshot(self) -> frozenset[str]:
+        """Every blob key recorded so far (for a lookup outside Python: the native fast path)."""
         self._ensure_loaded()
-        out: dict[str, tuple[int, int, int, int, int]] = {}
-        for key in list(self._keys):
-            digest, *ident = key.split(" ")
-            if len(ident) == 5:
-                with contextlib.suppress(ValueError):
-                    out[digest] = tuple(map(int, ident))  # type: ignore[assignment]
-        return out
+        with self._lock:
+            self._read_new()
+            return frozenset(self._keys)
 
     def needs_check_stat(self, digest: str, st: os.stat_result, policy: VerifyPolicy) -> bool:
         return self.needs_check_key(blob_key(digest, st), policy)

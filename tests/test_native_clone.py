@@ -215,6 +215,10 @@ def test_decodes_verified_compressed_blobs(tmp_path):
         result, _ = _clone(lib, mnt / "again", entries, store=store2)
         assert sorted(result.left["pkg"]) == ["g3.py", "g5.py"]
         assert not (mnt / "again" / "pkg" / "g3.py").exists() and not (mnt / "again" / "pkg" / "g5.py").exists()
+        # A digest verified as several blob files (copies, replacements): any of them counts.
+        store.mark_verified_stat(victim.digest, os.stat(path))
+        result, _ = _clone(lib, mnt / "both", {"pkg/g3.py": victim}, store=store)
+        assert result.left == {} and (mnt / "both" / "pkg" / "g3.py").read_bytes() == data["pkg/g3.py"]
         # --verify skip decodes whatever is there; --verify always leaves all compressed blobs.
         result, _ = _clone(lib, mnt / "skip", {"pkg/g1.py": entries["pkg/g1.py"]}, policy=VerifyPolicy.SKIP)
         assert result.left == {} and (mnt / "skip" / "pkg" / "g1.py").read_bytes() == data["pkg/g1.py"]
