@@ -213,7 +213,7 @@ def serve_foreground(opts: MountOptions, *, on_ready: Any = None, preloaded: Any
         record = {
             "pid": os.getpid(), "mountpoint": mountpoint, "catalog": os.fspath(catalog.source or opts.catalog),
             "hololib": os.fspath(lib.root), "cache": os.fspath(cache.root), "identity": catalog.identity,
-            "target_identity": relocation.target.decode(), "files": len(tree), "log": os.fspath(rundir / "holofs.log"),
+            "target_identity": relocation.target.decode(), "log": os.fspath(rundir / "holofs.log"),
             "started": time.time(), "verify": opts.verify, "allow_other": opts.allow_other,
             "relocate_name_only": opts.relocate_name_only, "writable": layer is not None, "prefetch": opts.prefetch,
             "lower": fuse_point if layer is not None else None,
@@ -230,10 +230,10 @@ def serve_foreground(opts: MountOptions, *, on_ready: Any = None, preloaded: Any
                                                                       allow_other=opts.allow_other))
                     overlay_up = True
                 _write_json(rundir / "mount.json", record)
-                log.info("mounted %s at %s (%d inodes, %s)", catalog.source, mountpoint, len(tree),
-                         "writable" if layer is not None else "read-only")
                 if on_ready is not None:
                     on_ready(mountpoint, rundir)
+                log.info("mounted %s at %s (%d inodes, %s)", catalog.source, mountpoint, len(tree),
+                         "writable" if layer is not None else "read-only")
                 if save_index is not None:  # for the next mount of this catalog; off the ready path
                     await trio.to_thread.run_sync(save_index)
 

@@ -2,11 +2,12 @@
 
 Platform neutral (no FUSE import); a frontend translates kernel requests into calls here.
 
-Inode layout: ``ROOT_INO`` (1) is the environment's root. Directories are numbered breadth
-first and the children of one directory get *consecutive* inodes in sorted name order, so a
-directory is just a range ``[first_child, first_child + child_count)``: ``readdir`` walks
-the range and ``lookup`` bisects the (sorted) names inside it. Every per-inode field lives in
-a flat list or ``array`` indexed by inode; nothing per entry is allocated beyond the
+Inode layout: ``ROOT_INO`` (1) is the environment's root. The children of one directory get
+*consecutive* inodes in sorted name order, so a directory is just a range ``[first_child,
+first_child + child_count)``: ``readdir`` walks the range and ``lookup`` bisects the (sorted)
+names inside it. A directory's children are numbered the first time it is looked into (the
+table grows on demand: a mount is ready without walking the catalog). Every per-inode field
+lives in a flat list or ``array`` indexed by inode; nothing per entry is allocated beyond the
 catalog's own objects. Inodes never change while mounted (the tree is immutable), so
 frontends may use long kernel cache timeouts.
 
@@ -20,8 +21,8 @@ materializes the file there (once) and keeps a real fd in the handle table; ``re
 plain ``os.pread``. Read-ahead: the first miss in a directory also queues its other small
 files (at most ``PREFETCH_MAX_SIZE`` bytes each) for background worker threads, so that a
 program walking a package (an interpreter importing it) finds the next files ready; a
-foreground open of a file being prefetched waits for that one fill instead of starting its own. A later writable layer can sit on top: inodes above ``len(self)`` are
-free for it, and handles are allocated through :meth:`VirtualTree.add_handle`.
+foreground open of a file being prefetched waits for that one fill instead of starting its
+own. Handles are allocated through :meth:`VirtualTree.add_handle`.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ DIR_PERMISSIONS = 0o750
 BLOCK_SIZE = 4096
 NAME_MAX = 255
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
+_DIR_MODE = stat.S_IFDIR | DIR_PERMISSIONS
+_LNK_MODE = stat.S_IFLNK | 0o777
 
 
 class IsADirectory(HolofsError):
@@ -112,6 +115,11 @@ class FsStats:
     name_max: int = NAME_MAX
 
 
+def _dir_nlink(node: DirEntry) -> int:
+    """2 + the real (not symlinked) subdirectories, as a restored directory has."""
+    return 2 + sum(1 for sub in node.subdirs.values() if not sub.symlink)
+
+
 class VirtualTree:
     """The inode table of one catalog plus the open-file handle table."""
 
@@ -124,15 +132,16 @@ class VirtualTree:
         # Per-inode tables; index 0 is unused so that inode numbers index them directly.
         self.names: list[str] = ["", ""]
         self.parents = array("Q", [0, ROOT_INO])
-        self.modes = array("L", [0, stat.S_IFDIR | DIR_PERMISSIONS])
+        self.modes = array("L", [0, _DIR_MODE])
         self.sizes = array("Q", [0, 0])
-        self.nlinks = array("L", [0, 2])
+        self.nlinks = array("L", [0, _dir_nlink(catalog.tree)])
         self.first_child = array("Q", [0, 0])
         self.child_count = array("L", [0, 0])
         self.files: list[FileEntry | None] = [None, None]
         self.link_targets: dict[int, str] = {}
-        self._total_size = 0
-        self._build(catalog.tree)
+        self._unnumbered: dict[int, DirEntry] = {ROOT_INO: catalog.tree}  # children not numbered yet
+        self._number_lock = threading.Lock()
+        self._totals: tuple[int, int] | None = None  # (inodes, bytes of regular files)
         self._handles: dict[int, tuple[int, int]] = {}
         self._handle_ids = itertools.count(1)
         self._handle_lock = threading.Lock()
@@ -142,59 +151,74 @@ class VirtualTree:
 
     # -- construction ---------------------------------------------------------------------
 
-    def _build(self, root: DirEntry) -> None:
+    def _children(self, dir_ino: int) -> tuple[int, int]:
+        """The inode range ``[first, end)`` of a directory's children (numbered on first use)."""
+        if dir_ino in self._unnumbered:  # it leaves only once its children are numbered
+            with self._number_lock:
+                node = self._unnumbered.get(dir_ino)
+                if node is not None:
+                    self._number_children(dir_ino, node)
+                    del self._unnumbered[dir_ino]
+        first = self.first_child[dir_ino]
+        return first, first + self.child_count[dir_ino]
+
+    def _number_children(self, dir_ino: int, node: DirEntry) -> None:
         names, parents, modes, sizes = self.names, self.parents, self.modes, self.sizes
         nlinks, first_child, child_count = self.nlinks, self.first_child, self.child_count
-        files, link_targets = self.files, self.link_targets
-        dir_ifmt, lnk_ifmt, reg_ifmt = stat.S_IFDIR | DIR_PERMISSIONS, stat.S_IFLNK | 0o777, stat.S_IFREG
-        queue: list[tuple[int, DirEntry]] = [(ROOT_INO, root)]
-        total = 0
-        for dir_ino, node in queue:  # the list grows while iterated: breadth first
-            subdirs, dfiles = node.subdirs, node.files
-            children = sorted(subdirs.keys() | dfiles.keys()) if dfiles else sorted(subdirs)
-            first_child[dir_ino] = len(names)
-            child_count[dir_ino] = len(children)
-            real_subdirs = 0
-            for name in children:
-                ino = len(names)
-                names.append(name)
-                parents.append(dir_ino)
-                first_child.append(0)
-                child_count.append(0)
-                sub = subdirs.get(name)
-                if sub is not None:
-                    files.append(None)
-                    if sub.symlink:
-                        target = sub.symlink
-                        modes.append(lnk_ifmt)
-                        sizes.append(len(target.encode()))
-                        nlinks.append(1)
-                        link_targets[ino] = target
-                    else:
-                        modes.append(dir_ifmt)
-                        sizes.append(0)
-                        nlinks.append(2)
-                        real_subdirs += 1
-                        queue.append((ino, sub))
-                    continue
-                entry = dfiles[name]
-                nlinks.append(1)
-                if entry.symlink:
-                    files.append(None)
-                    modes.append(lnk_ifmt)
-                    sizes.append(len(entry.symlink.encode()))
-                    link_targets[ino] = entry.symlink
+        files, link_targets, unnumbered = self.files, self.link_targets, self._unnumbered
+        subdirs, dfiles = node.subdirs, node.files
+        children = sorted(subdirs.keys() | dfiles.keys()) if dfiles else sorted(subdirs)
+        first = len(names)
+        for name in children:
+            ino = len(names)
+            names.append(name)
+            parents.append(dir_ino)
+            first_child.append(0)
+            child_count.append(0)
+            sub = subdirs.get(name)
+            if sub is not None:
+                files.append(None)
+                if sub.symlink:
+                    modes.append(_LNK_MODE)
+                    sizes.append(len(sub.symlink.encode()))
+                    nlinks.append(1)
+                    link_targets[ino] = sub.symlink
                 else:
-                    files.append(entry)
-                    modes.append(reg_ifmt | permissions(entry.mode))
-                    sizes.append(entry.size)
-                    total += entry.size
-            nlinks[dir_ino] = 2 + real_subdirs
-        self._total_size = total
+                    modes.append(_DIR_MODE)
+                    sizes.append(0)
+                    nlinks.append(_dir_nlink(sub))
+                    unnumbered[ino] = sub
+                continue
+            entry = dfiles[name]
+            nlinks.append(1)
+            if entry.symlink:
+                files.append(None)
+                modes.append(_LNK_MODE)
+                sizes.append(len(entry.symlink.encode()))
+                link_targets[ino] = entry.symlink
+            else:
+                files.append(entry)
+                modes.append(stat.S_IFREG | permissions(entry.mode))
+                sizes.append(entry.size)
+        first_child[dir_ino] = first
+        child_count[dir_ino] = len(children)
+
+    def _count(self) -> tuple[int, int]:
+        """(inodes, bytes of regular files) of the whole tree, from the catalog (once)."""
+        if self._totals is None:
+            inodes, total = 1, 0
+            stack = [self.catalog.tree]
+            while stack:
+                node = stack.pop()
+                inodes += len(node.subdirs.keys() | node.files.keys()) if node.files else len(node.subdirs)
+                stack.extend(sub for sub in node.subdirs.values() if not sub.symlink)
+                total += sum(f.size for f in node.files.values() if not f.symlink)
+            self._totals = (inodes, total)
+        return self._totals
 
     def __len__(self) -> int:
-        """Number of inodes (the root included)."""
-        return len(self.names) - 1
+        """Number of inodes the tree has (the root included), numbered yet or not."""
+        return self._count()[0]
 
     # -- metadata -------------------------------------------------------------------------
 
@@ -218,8 +242,7 @@ class VirtualTree:
             return self.getattr(parent_ino)
         if name == "..":
             return self.getattr(self.parents[parent_ino])
-        lo = self.first_child[parent_ino]
-        hi = lo + self.child_count[parent_ino]
+        lo, hi = self._children(parent_ino)
         i = bisect_left(self.names, name, lo, hi)
         if i < hi and self.names[i] == name:
             return self.getattr(i)
@@ -238,9 +261,8 @@ class VirtualTree:
         self._check(ino)
         if not self.is_dir(ino):
             raise NotADirectory(f"{self.path_of(ino)} is not a directory")
-        first = self.first_child[ino]
-        count = self.child_count[ino]
-        for offset in range(start, count):
+        first, end = self._children(ino)
+        for offset in range(start, end - first):
             child = first + offset
             yield self.names[child], self.getattr(child), offset + 1
 
@@ -252,7 +274,8 @@ class VirtualTree:
         return target
 
     def statfs(self) -> FsStats:
-        return FsStats(BLOCK_SIZE, -(-self._total_size // BLOCK_SIZE), len(self))
+        inodes, total = self._count()
+        return FsStats(BLOCK_SIZE, -(-total // BLOCK_SIZE), inodes)
 
     def path_of(self, ino: int) -> str:
         """The path of an inode relative to the root ('' for the root), for messages."""
@@ -309,8 +332,8 @@ class VirtualTree:
             if self._prefetcher is None:
                 self._prefetcher = ThreadPoolExecutor(PREFETCH_THREADS, thread_name_prefix="holofs-prefetch")
             pool = self._prefetcher
-        first = self.first_child[parent]
-        for child in range(first, first + self.child_count[parent]):
+        first, end = self._children(parent)
+        for child in range(first, end):
             entry = self.files[child]
             if child != ino and entry is not None and not entry.symlink and entry.size <= PREFETCH_MAX_SIZE:
                 with contextlib.suppress(RuntimeError):  # shut down meanwhile

@@ -148,6 +148,34 @@ def test_large_catalog_table_is_consistent() -> None:
     assert tree.statfs().blocks == -(-40 * sum(range(500)) // 4096)
 
 
+def test_directories_are_numbered_when_first_looked_into() -> None:
+    """A mount is ready without walking the catalog: constructing the tree numbers only the
+    root; a lookup numbers the directories on its way; inode numbers never change."""
+    root = DirEntry(name="")
+    for d in range(40):
+        sub = root.subdirs[f"pkg{d:02d}"] = DirEntry(name=f"pkg{d:02d}")
+        sub.subdirs["sub"] = DirEntry(name="sub", files={"x.py": _file("x.py", size=7)})
+        for f in range(50):
+            sub.files[f"m{f:02d}.py"] = _file(f"m{f:02d}.py", size=f)
+    tree = VirtualTree(Catalog(identity="x", path="/x", tree=root))
+    assert len(tree.names) - 1 == 1  # the root only
+    deep = tree.lookup_path("pkg17/sub/x.py")
+    assert len(tree.names) - 1 == 1 + 40 + 51 + 1  # root, its children, pkg17's, sub's
+    assert tree.getattr(tree.lookup_path("pkg17").ino).nlink == 3
+    seen: dict[str, int] = {}
+    for d in reversed(range(40)):  # another order than numbering
+        pkg = tree.lookup_path(f"pkg{d:02d}")
+        for name, attr, _next in tree.readdir(pkg.ino):
+            seen[f"pkg{d:02d}/{name}"] = attr.ino
+            if attr.is_dir:
+                for sub_name, sub_attr, _n in tree.readdir(attr.ino):
+                    seen[f"pkg{d:02d}/{name}/{sub_name}"] = sub_attr.ino
+    assert seen["pkg17/sub/x.py"] == deep.ino == tree.lookup_path("pkg17/sub/x.py").ino
+    assert len(set(seen.values())) == len(seen) == 40 * 52
+    assert all(tree.path_of(ino) == path for path, ino in seen.items())
+    assert len(tree) == tree.statfs().files == 1 + 40 * 53
+
+
 def test_first_miss_in_a_directory_prefetches_its_small_files(tmp_path: Path) -> None:
     """Read-ahead: opening one file fills its directory's other small files in the background
     (not big ones, not other directories); the files read afterwards are exact and cached once."""
