@@ -6,23 +6,27 @@
  * uncreated (or removed again), and the caller redoes it on the general Python path, which
  * also produces the user-facing error.
  *
- * build_tree(lib_fd, root_fd, dir_parents, dir_names, file_dirs, blobs, names, modes, sizes, verified,
- *            chmod_mask, dir_mode, mtime_ns, decode, threads, counter) -> (dir_fds, results)
+ * build_tree(lib_fd, root_fd, dir_parents, dir_names, file_dirs, blobs, names, modes, sizes, rewrites,
+ *            ident, verified, chmod_mask, dir_mode, mtime_ns, decode, threads, counter)
+ *   -> (dir_fds, made, unverified)
  *   Directory 0 is root_fd (open, not closed here); directory i > 0 is made as
  *   dir_names[i] (mode dir_mode) under directory dir_parents[i], and opened O_NOFOLLOW.
  *   File i is created O_EXCL|O_NOFOLLOW as names[i] in directory file_dirs[i] (non-
  *   decreasing) with modes[i] (fchmod'ed when modes[i] & chmod_mask), reflinked (FICLONE)
  *   from the raw blob at blobs[i] (relative to lib_fd) and stamped mtime=atime=mtime_ns;
- *   sizes[i] is the catalog size. A blob of another size is compressed: with decode=0 it is
+ *   sizes[i] is the catalog size; `ident` (bytes) is written at each offset of rewrites[i] (a
+ *   tuple; the caller checks that every range lies inside the file). A blob of another size is compressed: with decode=0 it is
  *   skipped (NOT_RAW); with decode=1 a gzip/zstd blob whose key (holofs.verification.blob_key:
  *   "<digest> <st_dev> <st_ino> <st_size> <st_mtime_ns> <st_ctime_ns>", the digest being the
- *   blob's file name) is in the frozenset `verified` is decoded into the new file, any other is
- *   skipped; decode=2 decodes every one (--verify skip). A
+ *   blob's file name) is a line of `verified` (bytes: the verification log) is decoded into the
+ *   new file, any other is skipped; decode=2 decodes every one (--verify skip). A
  *   blob that does not decode to exactly sizes[i] bytes is skipped (the Python path reports it).
  *   dir_fds[i]: the directory's new fd (the caller closes it), or -1 if it was not made.
- *   results[i]: the blob's (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns) for a file
- *   made, else NOT_RAW (-1), NOT_TRIED (-2) or the errno that stopped it. The first errno
- *   (a file or a directory) stops every thread: the rest is NOT_TRIED.
+ *   made[i] (bytes): MADE_CLONE (reflinked, or empty), MADE_DECODE, or 0: not made (left for
+ *   the caller: not raw and not decodable here, or not tried because the first errno, of a
+ *   file or a directory, stops every thread). unverified: {i: blob key} for the files cloned
+ *   from a blob whose key is not in `verified` (decode=1), or from any blob (decode=0), so
+ *   the caller hashes those blobs.
  *   counter: None or a writable 8-byte buffer, atomically increased by each file made (progress
  *   for a caller polling from another thread).
  *
@@ -54,14 +58,21 @@
 
 #define NOT_RAW (-1)
 #define NOT_TRIED (-2)
+#define MADE_CLONE 1
+#define MADE_DECODE 2
 #define UNIT 32 /* files handed to a thread at a time */
 #define DECODE_MAX (256LL << 20) /* bigger blobs are left to the (streaming) Python path */
 
 enum { DIR_TODO, DIR_MAKING, DIR_READY, DIR_FAILED };
 
-/* A read-only hash set of the verified blob keys (borrowed from a frozenset's str items). */
+/* A read-only hash set of the verified blob keys: the lines of the log (pointers into it). */
 typedef struct {
-    const char **slot; /* NULL: empty */
+    const char *k;
+    size_t n;
+} keyref_t;
+
+typedef struct {
+    keyref_t *slot; /* k == NULL: empty */
     size_t mask;
 } keyset_t;
 
@@ -76,12 +87,38 @@ static int keyset_has(const keyset_t *ks, const char *key, size_t n) {
     if (ks->slot == NULL)
         return 0;
     for (size_t i = key_hash(key, n) & ks->mask;; i = (i + 1) & ks->mask) {
-        const char *k = ks->slot[i];
-        if (k == NULL)
+        const keyref_t *k = &ks->slot[i];
+        if (k->k == NULL)
             return 0;
-        if (strncmp(k, key, n) == 0 && k[n] == '\0')
+        if (k->n == n && memcmp(k->k, key, n) == 0)
             return 1;
     }
+}
+
+/* The complete lines of log[0:len] as a keyset (a partial last line is ignored). */
+static int keyset_build(const char *log, size_t len, keyset_t *ks) {
+    size_t lines = 0, cap = 16;
+    for (size_t i = 0; i < len; i++)
+        lines += log[i] == '\n';
+    while (cap < 2 * lines)
+        cap *= 2;
+    ks->slot = PyMem_Calloc(cap, sizeof(keyref_t));
+    if (ks->slot == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    ks->mask = cap - 1;
+    for (const char *p = log, *end = log + len, *nl; p < end && (nl = memchr(p, '\n', (size_t)(end - p))); p = nl + 1) {
+        size_t n = (size_t)(nl - p);
+        if (n == 0 || keyset_has(ks, p, n))
+            continue;
+        size_t i = key_hash(p, n) & ks->mask;
+        while (ks->slot[i].k != NULL)
+            i = (i + 1) & ks->mask;
+        ks->slot[i].k = p;
+        ks->slot[i].n = n;
+    }
+    return 0;
 }
 
 typedef struct {
@@ -90,6 +127,10 @@ typedef struct {
     unsigned int mode;
     long long size;
     int err; /* 0 done, NOT_RAW, NOT_TRIED or errno */
+    const long long *offs; /* rewrite offsets */
+    Py_ssize_t noffs;
+    unsigned char made;  /* MADE_* when done */
+    unsigned char check; /* a clone whose blob the caller must hash */
     struct stat st;
 } item_t;
 
@@ -109,6 +150,8 @@ typedef struct {
     int lib_fd;
     unsigned int chmod_mask, dir_mode;
     int decode; /* 0 never, 1 blobs whose key is in `verified`, 2 all */
+    const char *ident; /* written at each rewrite offset */
+    size_t ident_len;
     keyset_t verified;
     struct timespec times[2];
     dir_t *dirs;
@@ -229,16 +272,24 @@ static int write_all(int fd, const unsigned char *buf, size_t n) {
     return 0;
 }
 
-static int trusted(const tree_t *t, const item_t *it) {
-    if (t->decode != 1)
-        return t->decode == 2;
+/* The blob's key as holofs.verification.blob_key formats it; its length, or -1. */
+static int blob_key(const item_t *it, char *key, size_t cap) {
     const char *slash = strrchr(it->blob, '/');
-    char key[512];
-    int n = snprintf(key, sizeof key, "%s %llu %llu %lld %lld %lld", slash ? slash + 1 : it->blob,
+    int n = snprintf(key, cap, "%s %llu %llu %lld %lld %lld", slash ? slash + 1 : it->blob,
                      (unsigned long long)it->st.st_dev, (unsigned long long)it->st.st_ino, (long long)it->st.st_size,
                      (long long)it->st.st_mtim.tv_sec * 1000000000LL + it->st.st_mtim.tv_nsec,
                      (long long)it->st.st_ctim.tv_sec * 1000000000LL + it->st.st_ctim.tv_nsec);
-    return n > 0 && (size_t)n < sizeof key && keyset_has(&t->verified, key, (size_t)n);
+    return n > 0 && (size_t)n < cap ? n : -1;
+}
+
+#define KEY_MAX 512
+
+static int trusted(const tree_t *t, const item_t *it) {
+    if (t->decode != 1)
+        return t->decode == 2;
+    char key[KEY_MAX];
+    int n = blob_key(it, key, sizeof key);
+    return n > 0 && keyset_has(&t->verified, key, (size_t)n);
 }
 
 /* The decoded blob (src, already fstat'ed into it->st) as a new file; it->err as clone_one. */
@@ -252,6 +303,8 @@ static void decode_one(const tree_t *t, codec_t *c, int dir_fd, item_t *it, int 
         it->err = err;
         return;
     }
+    for (Py_ssize_t k = 0; k < it->noffs; k++)
+        memcpy(out + it->offs[k], t->ident, t->ident_len);
     int dst = openat(dir_fd, it->name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, it->mode & 07777);
     if (dst < 0) {
         it->err = errno;
@@ -267,6 +320,7 @@ static void decode_one(const tree_t *t, codec_t *c, int dir_fd, item_t *it, int 
     if (err)
         unlinkat(dir_fd, it->name, 0);
     it->err = err;
+    it->made = err ? 0 : MADE_DECODE;
 }
 
 static void clone_one(const tree_t *t, codec_t *c, int dir_fd, item_t *it) {
@@ -298,6 +352,9 @@ static void clone_one(const tree_t *t, codec_t *c, int dir_fd, item_t *it) {
     int err = 0;
     if (it->size > 0 && ioctl(dst, FICLONE, src) < 0)
         err = errno;
+    for (Py_ssize_t k = 0; !err && k < it->noffs; k++) /* relocate on top of the clone */
+        if (pwrite(dst, t->ident, t->ident_len, (off_t)it->offs[k]) != (ssize_t)t->ident_len)
+            err = errno ? errno : EIO;
     if (!err && (it->mode & t->chmod_mask) && fchmod(dst, it->mode & 07777) < 0)
         err = errno;
     if (!err && futimens(dst, t->times) < 0)
@@ -308,6 +365,10 @@ static void clone_one(const tree_t *t, codec_t *c, int dir_fd, item_t *it) {
     if (err)
         unlinkat(dir_fd, it->name, 0);
     it->err = err;
+    if (!err) {
+        it->made = MADE_CLONE;
+        it->check = !trusted(t, it);
+    }
 }
 
 /* The fd of directory d, made (parents first) by whichever thread needs it first; -1 if it
@@ -408,15 +469,6 @@ static unit_t *make_units(Py_ssize_t ndirs, const int *file_dirs, Py_ssize_t nfi
     return units;
 }
 
-static PyObject *result_of(const item_t *it) {
-    if (it->err)
-        return PyLong_FromLong(it->err);
-    return Py_BuildValue("(KKLLL)", (unsigned long long)it->st.st_dev, (unsigned long long)it->st.st_ino,
-                         (long long)it->st.st_size,
-                         (long long)it->st.st_mtim.tv_sec * 1000000000LL + it->st.st_mtim.tv_nsec,
-                         (long long)it->st.st_ctim.tv_sec * 1000000000LL + it->st.st_ctim.tv_nsec);
-}
-
 static PyObject *set_parent_death_signal(PyObject *Py_UNUSED(self), PyObject *arg) {
     long signum = PyLong_AsLong(arg);
     if (signum == -1 && PyErr_Occurred())
@@ -426,52 +478,57 @@ static PyObject *set_parent_death_signal(PyObject *Py_UNUSED(self), PyObject *ar
     Py_RETURN_NONE;
 }
 
-/* The str items of frozenset `set` as a keyset (pointers into the set's strings). */
-static int keyset_build(PyObject *set, keyset_t *ks) {
-    size_t cap = 16;
-    while (cap < 2 * (size_t)PySet_GET_SIZE(set))
-        cap *= 2;
-    ks->slot = PyMem_Calloc(cap, sizeof(char *));
-    if (ks->slot == NULL) {
+/* rewrites[i]: a tuple of offsets, each range [off, off + ident_len) inside file i. */
+static int parse_rewrites(PyObject *rewrites, item_t *items, Py_ssize_t n, size_t ident_len, long long **out) {
+    Py_ssize_t total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *r = PyList_GET_ITEM(rewrites, i);
+        if (!PyTuple_Check(r)) {
+            PyErr_SetString(PyExc_TypeError, "build_tree: rewrites[i] must be a tuple");
+            return -1;
+        }
+        total += PyTuple_GET_SIZE(r);
+    }
+    long long *all = PyMem_Calloc(total ? (size_t)total : 1, sizeof(long long));
+    if (all == NULL) {
         PyErr_NoMemory();
         return -1;
     }
-    ks->mask = cap - 1;
-    PyObject *iter = PyObject_GetIter(set), *item;
-    if (iter == NULL)
-        return -1;
-    while ((item = PyIter_Next(iter)) != NULL) {
-        Py_ssize_t n;
-        const char *k = PyUnicode_Check(item) ? PyUnicode_AsUTF8AndSize(item, &n) : NULL;
-        Py_DECREF(item); /* still owned by the frozenset */
-        if (k == NULL) {
-            Py_DECREF(iter);
-            if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_TypeError, "build_tree: verified keys must be str");
-            return -1;
+    *out = all;
+    for (Py_ssize_t i = 0, at = 0; i < n; i++) {
+        PyObject *r = PyList_GET_ITEM(rewrites, i);
+        items[i].offs = &all[at];
+        items[i].noffs = PyTuple_GET_SIZE(r);
+        for (Py_ssize_t j = 0; j < items[i].noffs; j++, at++) {
+            all[at] = PyLong_AsLongLong(PyTuple_GET_ITEM(r, j));
+            if (all[at] == -1 && PyErr_Occurred())
+                return -1;
+            if (all[at] < 0 || all[at] + (long long)ident_len > items[i].size) {
+                PyErr_SetString(PyExc_ValueError, "build_tree: a rewrite range lies outside its file");
+                return -1;
+            }
         }
-        size_t i = key_hash(k, (size_t)n) & ks->mask;
-        while (ks->slot[i] != NULL)
-            i = (i + 1) & ks->mask;
-        ks->slot[i] = k;
     }
-    Py_DECREF(iter);
-    return PyErr_Occurred() ? -1 : 0;
+    return 0;
 }
 
 static PyObject *build_tree(PyObject *Py_UNUSED(self), PyObject *args) {
     int lib_fd, root_fd, decode, nthreads;
-    PyObject *dir_parents, *dir_names, *file_dirs, *blobs, *names, *modes, *sizes, *verified, *counter_obj;
+    PyObject *dir_parents, *dir_names, *file_dirs, *blobs, *names, *modes, *sizes, *rewrites, *counter_obj;
+    const char *ident, *verified;
+    Py_ssize_t ident_len, verified_len;
     unsigned int chmod_mask, dir_mode;
     long long mtime_ns;
-    if (!PyArg_ParseTuple(args, "iiO!O!O!O!O!O!O!O!IILiiO", &lib_fd, &root_fd, &PyList_Type, &dir_parents,
+    if (!PyArg_ParseTuple(args, "iiO!O!O!O!O!O!O!O!y#y#IILiiO", &lib_fd, &root_fd, &PyList_Type, &dir_parents,
                           &PyList_Type, &dir_names, &PyList_Type, &file_dirs, &PyList_Type, &blobs,
-                          &PyList_Type, &names, &PyList_Type, &modes, &PyList_Type, &sizes, &PyFrozenSet_Type, &verified,
+                          &PyList_Type, &names, &PyList_Type, &modes, &PyList_Type, &sizes, &PyList_Type, &rewrites,
+                          &ident, &ident_len, &verified, &verified_len,
                           &chmod_mask, &dir_mode, &mtime_ns, &decode, &nthreads, &counter_obj))
         return NULL;
     Py_ssize_t ndirs = PyList_GET_SIZE(dir_parents), n = PyList_GET_SIZE(blobs);
     if (ndirs < 1 || PyList_GET_SIZE(dir_names) != ndirs || PyList_GET_SIZE(file_dirs) != n ||
-        PyList_GET_SIZE(names) != n || PyList_GET_SIZE(modes) != n || PyList_GET_SIZE(sizes) != n) {
+        PyList_GET_SIZE(names) != n || PyList_GET_SIZE(modes) != n || PyList_GET_SIZE(sizes) != n ||
+        PyList_GET_SIZE(rewrites) != n) {
         PyErr_SetString(PyExc_ValueError, "build_tree: lists of different lengths");
         return NULL;
     }
@@ -486,6 +543,7 @@ static PyObject *build_tree(PyObject *Py_UNUSED(self), PyObject *args) {
         }
     }
     tree_t t = {.lib_fd = lib_fd, .chmod_mask = chmod_mask, .dir_mode = dir_mode, .decode = decode,
+                .ident = ident, .ident_len = (size_t)ident_len,
                 .counter = counter_obj != Py_None ? counter.buf : NULL};
     t.times[0].tv_sec = t.times[1].tv_sec = (time_t)(mtime_ns / 1000000000LL);
     t.times[0].tv_nsec = t.times[1].tv_nsec = (long)(mtime_ns % 1000000000LL);
@@ -493,7 +551,8 @@ static PyObject *build_tree(PyObject *Py_UNUSED(self), PyObject *args) {
     t.items = PyMem_Calloc(n ? (size_t)n : 1, sizeof(item_t));
     int *fdirs = PyMem_Calloc(n ? (size_t)n : 1, sizeof(int));
     PyObject *keep = PyList_New(ndirs + 2 * n); /* owns the encoded paths while the GIL is released */
-    PyObject *out = NULL, *fds = NULL, *results = NULL;
+    PyObject *out = NULL, *fds = NULL, *made = NULL, *unverified = NULL;
+    long long *offsets = NULL;
     if (t.dirs == NULL || t.items == NULL || fdirs == NULL || keep == NULL) {
         PyErr_NoMemory();
         goto done;
@@ -537,7 +596,9 @@ static PyObject *build_tree(PyObject *Py_UNUSED(self), PyObject *args) {
         }
         fdirs[i] = (int)d;
     }
-    if (decode == 1 && keyset_build(verified, &t.verified) < 0)
+    if (parse_rewrites(rewrites, t.items, n, (size_t)ident_len, &offsets) < 0)
+        goto done;
+    if (decode == 1 && keyset_build(verified, (size_t)verified_len, &t.verified) < 0)
         goto done;
     t.units = make_units(ndirs, fdirs, n, &t.nunits);
     if (t.units == NULL) {
@@ -559,21 +620,35 @@ static PyObject *build_tree(PyObject *Py_UNUSED(self), PyObject *args) {
         pthread_join(tids[i], NULL);
     Py_END_ALLOW_THREADS
     fds = PyList_New(ndirs);
-    results = PyList_New(n);
-    if (fds == NULL || results == NULL)
+    made = PyBytes_FromStringAndSize(NULL, n);
+    unverified = PyDict_New();
+    if (fds == NULL || made == NULL || unverified == NULL)
         goto done;
     for (Py_ssize_t i = 0; i < ndirs; i++)
         PyList_SET_ITEM(fds, i, PyLong_FromLong(t.dirs[i].state == DIR_READY ? t.dirs[i].fd : -1));
+    char *mp = PyBytes_AS_STRING(made);
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *r = result_of(&t.items[i]);
-        if (r == NULL)
+        const item_t *it = &t.items[i];
+        mp[i] = (char)(it->err ? 0 : it->made);
+        if (it->err || !it->check)
+            continue;
+        char key[KEY_MAX];
+        int len = blob_key(it, key, sizeof key);
+        PyObject *k = len > 0 ? PyUnicode_DecodeFSDefaultAndSize(key, len) : NULL, *idx = PyLong_FromSsize_t(i);
+        int rc = k != NULL && idx != NULL ? PyDict_SetItem(unverified, idx, k) : -1;
+        Py_XDECREF(k);
+        Py_XDECREF(idx);
+        if (rc < 0) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "build_tree: blob key too long");
             goto done;
-        PyList_SET_ITEM(results, i, r);
+        }
     }
-    out = PyTuple_Pack(2, fds, results);
+    out = PyTuple_Pack(3, fds, made, unverified);
 done:
     Py_XDECREF(fds);
-    Py_XDECREF(results);
+    Py_XDECREF(made);
+    Py_XDECREF(unverified);
     if (out == NULL && t.dirs != NULL) /* an error after directories were opened: close them */
         for (Py_ssize_t i = 1; i < ndirs; i++)
             if (t.dirs[i].state == DIR_READY)
@@ -582,7 +657,8 @@ done:
         PyBuffer_Release(&counter);
     Py_XDECREF(keep);
     PyMem_Free(t.units);
-    PyMem_Free((void *)t.verified.slot);
+    PyMem_Free(t.verified.slot);
+    PyMem_Free(offsets);
     PyMem_Free(fdirs);
     PyMem_Free(t.items);
     PyMem_Free(t.dirs);

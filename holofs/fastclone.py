@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from .catalog import DirEntry, FileEntry
 from .library import blob_relpath
 from .strategies import COMPRESSED_REFLINK_WARNING, COPY, DECOMPRESS, REFLINK, Linker, _corrupt, _hash_fd
-from .verification import VerifiedStore, VerifyPolicy, blob_key_of
+from .verification import VerifiedStore, VerifyPolicy
 
 try:  # the optional C accelerator (holofs/_native.c, Linux)
     from . import _native
@@ -36,6 +36,7 @@ except ImportError:  # pragma: no cover - exercised where no compiler built it
     _native = None
 
 PROGRESS_EVERY = 0.1  # seconds between progress reports while the native call runs
+MADE_CLONE, MADE_DECODE = 1, 2  # build_tree's made[i]: reflinked (or empty), decoded
 
 
 @dataclass
@@ -53,7 +54,7 @@ def available(linker: Linker) -> bool:
 
 
 def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: int, dirs: list[tuple[str, DirEntry]], *,
-               perm: Callable[[int], int], rewrites_apply: bool, linker: Linker, store: VerifiedStore,
+               perm: Callable[[int], int], ident: bytes, linker: Linker, store: VerifiedStore,
                policy: VerifyPolicy, times_ns: int, dir_mode: int, threads: int,
                progress: Callable[[int], None] | None = None,
                meanwhile: Callable[[], None] | None = None) -> ClonedTree | None:
@@ -61,7 +62,8 @@ def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: i
     files natively; the directories made join ``dir_fds`` (open: the caller closes them all,
     also after an error). None when the fast path does not apply (no accelerator, a strategy
     other than auto/reflink, reflink known impossible); the caller then does everything
-    itself. ``meanwhile`` runs in this thread while the native threads work."""
+    itself. ``ident``: what each rewrite offset gets (empty: the target is the recorded path).
+    ``meanwhile`` runs in this thread while the native threads work."""
     pair = (lib_dev, target_dev)
     if not available(linker) or linker.reflink_known(pair) is False:
         return None
@@ -73,38 +75,45 @@ def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: i
     names: list[str] = []
     modes: list[int] = []
     sizes: list[int] = []
+    rewrites: list[tuple[int, ...]] = []
     entries: list[FileEntry] = []
     left: dict[str, list[str]] = {}
     patterns = bool(linker.copy_patterns)
+    perms: dict[int, int] = {}
     for i, (rel, node) in enumerate(dirs):
         index[rel] = i
         parent, _, name = rel.rpartition("/")
         dir_parents.append(index[parent] if rel else -1)
         dir_names.append(name)
         for fname, entry in node.files.items():
-            if (entry.symlink or (entry.rewrite and rewrites_apply)
+            offsets = tuple(entry.rewrite) if ident and entry.rewrite else ()
+            if (entry.symlink or (offsets and not all(0 <= o <= entry.size - len(ident) for o in offsets))
                     or (patterns and linker.must_copy(f"{rel}/{fname}" if rel else fname))):
-                left.setdefault(rel, []).append(fname)
+                left.setdefault(rel, []).append(fname)  # (a bad offset: the general path reports it)
                 continue
+            mode = perms.get(entry.mode)
+            if mode is None:
+                mode = perms[entry.mode] = perm(entry.mode)
             file_dirs.append(i)
             blobs.append(blob_relpath(entry.digest))
             names.append(fname)
-            modes.append(perm(entry.mode))
+            modes.append(mode)
             sizes.append(entry.size)
+            rewrites.append(offsets)
             entries.append(entry)
     # Compressed blobs: trusted decodes those whose blob file is recorded as verified; skip
     # decodes all; always leaves them to the Python path (which hashes while decoding).
     decode = {VerifyPolicy.TRUSTED: 1, VerifyPolicy.SKIP: 2}.get(policy, 0)
-    verified = store.snapshot() if decode == 1 else frozenset()
+    verified = store.log_bytes() if decode == 1 else b""
     counter = array("q", [0])
     outcome: list[tuple[list[int], list]] = []
     failure: list[BaseException] = []
 
     def run() -> None:
         try:
-            outcome.append(_native.build_tree(lib_fd, dir_fds[""], dir_parents, dir_names, file_dirs, blobs, names, modes,
-                                              sizes, verified, linker.chmod_after, dir_mode, times_ns, decode, threads,
-                                              counter))
+            outcome.append(_native.build_tree(
+                lib_fd, dir_fds[""], dir_parents, dir_names, file_dirs, blobs, names, modes, sizes, rewrites, ident,
+                verified, linker.chmod_after, dir_mode, times_ns, decode, threads, counter))
         except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
             failure.append(exc)
 
@@ -122,25 +131,20 @@ def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: i
     seconds = time.perf_counter() - t0
     if failure:
         raise failure[0]
-    fds, results = outcome[0]
+    fds, made, unverified = outcome[0]
     dir_fds.update((rel, fds[i]) for rel, i in index.items() if i and fds[i] >= 0)
     rels = [rel for rel, _node in dirs]
-    done: list[int] = []
-    for i, r in enumerate(results):
-        if r.__class__ is int:
-            left.setdefault(rels[file_dirs[i]], []).append(names[i])
-        else:
-            done.append(i)
-    # A done file whose blob has the entry's size was cloned (or is empty); else decoded.
-    cloned = [i for i in done if results[i][2] == sizes[i]]
-    decoded = [i for i in done if results[i][2] != sizes[i]]
-    if progress is not None and len(done) > reported:
-        progress(len(done) - reported)
-    check: list[tuple[int, str]] = []
-    if policy != VerifyPolicy.SKIP:
-        keys = [blob_key_of(entries[i].digest, results[i]) for i in cloned]
-        missing = None if policy == VerifyPolicy.ALWAYS else store.unverified_keys(keys)
-        check = [(i, key) for i, key in zip(cloned, keys, strict=True) if missing is None or key in missing]
+    for i in [i for i, kind in enumerate(made) if not kind]:
+        left.setdefault(rels[file_dirs[i]], []).append(names[i])
+    cloned = [i for i, kind in enumerate(made) if kind == MADE_CLONE]
+    decoded = [i for i, kind in enumerate(made) if kind == MADE_DECODE]
+    written = len(cloned) + len(decoded)
+    if progress is not None and written > reported:
+        progress(written - reported)
+    check = sorted(unverified.items())
+    if check and policy == VerifyPolicy.TRUSTED:  # recorded meanwhile by another process?
+        missing = store.unverified_keys([key for _i, key in check])
+        check = [(i, key) for i, key in check if key in missing]
     if check:
         _verify(lib_fd, dir_fds, check, entries, blobs, names, file_dirs, rels, store, threads)
     nonempty = [i for i in cloned if sizes[i]]
@@ -154,7 +158,7 @@ def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: i
         linker.record(DECOMPRESS, sum(sizes[i] for i in decoded), share * len(decoded), files=len(decoded))
         if linker.mode == "reflink":
             linker.warn_once("reflink:compressed", COMPRESSED_REFLINK_WARNING)
-    return ClonedTree(left=left, written=len(done), verified=len(check))
+    return ClonedTree(left=left, written=written, verified=len(check))
 
 
 def _verify(lib_fd: int, dir_fds: dict[str, int], check: list[tuple[int, str]], entries: list[FileEntry], blobs: list[str],

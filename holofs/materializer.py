@@ -405,7 +405,9 @@ def _finish_dirs(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], force: bool, fresh
 def _clone_fast(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], workers: int,
                 meanwhile: Callable[[], None]) -> fastclone.ClonedTree | None:
     """The native fast path of a fresh build (:mod:`holofs.fastclone`); None if it does not
-    apply. The directories it made join ``ctx.dir_fds``; what it left is in the result."""
+    apply. The directories it made join ``ctx.dir_fds``; what it left is in the result. One
+    thread per CPU at most: more only queue in the kernel (a bare C loop of the same calls on
+    2 CPUs took 0.54-0.62 s with 2 threads, 0.72 s with 4)."""
     if not fastclone.available(ctx.linker):
         return None
     try:
@@ -416,8 +418,8 @@ def _clone_fast(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], workers: int,
         ctx.dir_fds[""] = os.open(ctx.root, _DIR_FLAGS)
         return fastclone.clone_tree(
             lib_fd, os.fstat(lib_fd).st_dev, ctx.dir_fds, ctx.target_dev, dirs, perm=ctx.perm,
-            rewrites_apply=not ctx.relocation.is_identity, linker=ctx.linker, store=ctx.store, policy=ctx.policy,
-            times_ns=MOTHER_NS, dir_mode=DIR_MODE, threads=workers, progress=ctx.progress, meanwhile=meanwhile)
+            ident=b"" if ctx.relocation.is_identity else ctx.relocation.target, linker=ctx.linker, store=ctx.store, policy=ctx.policy,
+            times_ns=MOTHER_NS, dir_mode=DIR_MODE, threads=min(workers, forkpool.cpu_count()), progress=ctx.progress, meanwhile=meanwhile)
     finally:
         os.close(lib_fd)
 

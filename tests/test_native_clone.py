@@ -75,7 +75,8 @@ def _tree(files: dict[str, FileEntry]) -> list[tuple[str, DirEntry]]:
     return sorted(nodes.items(), key=lambda item: (item[0].count("/") if item[0] else -1, item[0]))
 
 
-def _clone(lib: Lib, out, files, *, policy=VerifyPolicy.TRUSTED, store=None, linker=None, threads=4, progress=None):
+def _clone(lib: Lib, out, files, *, policy=VerifyPolicy.TRUSTED, store=None, linker=None, threads=4, progress=None,
+           ident=b""):
     """clone_tree into a fresh directory ``out``: (result, linker, the directory fds it left open)."""
     out.mkdir(exist_ok=True)
     fds = {"": os.open(out, os.O_RDONLY | os.O_DIRECTORY)}
@@ -83,7 +84,7 @@ def _clone(lib: Lib, out, files, *, policy=VerifyPolicy.TRUSTED, store=None, lin
     store = store or VerifiedStore(out.parent / "cache-default", buffered=True)
     try:
         result = fastclone.clone_tree(lib.fd, lib.dev, fds, os.fstat(fds[""]).st_dev, _tree(files),
-                                      perm=lambda mode: stat.S_IMODE(mode), rewrites_apply=False, linker=linker,
+                                      perm=lambda mode: stat.S_IMODE(mode), ident=ident, linker=linker,
                                       store=store, policy=policy, times_ns=MOTHER_NS, dir_mode=0o750,
                                       threads=threads, progress=progress)
     finally:
@@ -126,6 +127,37 @@ def test_clones_content_mode_and_times(tmp_path):
         # Verified once: the next tree hashes nothing; --verify always hashes every blob again.
         assert _clone(lib, mnt / "again", entries, store=store)[0].verified == 0
         assert _clone(lib, mnt / "always", entries, store=store, policy=VerifyPolicy.ALWAYS)[0].verified == len(data)
+        lib.close()
+
+
+@pytest.mark.root
+def test_relocates_on_top_of_the_clone(tmp_path):
+    """Rewrite offsets get the target's identity by pwrite on the clone (raw blob) or in the
+    decoded buffer (gzip blob): only the rewritten blocks stop being shared; an offset range
+    outside the file is left to the general path (which reports it)."""
+    with loop_filesystem("xfs", tmp_path) as mnt:
+        lib = Lib(mnt)
+        old, new = b"h0123456_0123456789abcdeft", b"h9876543_fedcba9876543210t"
+        raw = bytearray(os.urandom(64 << 10))
+        raw[100:100 + len(old)] = old
+        raw[40000:40000 + len(old)] = old
+        small = b"#!" + old + b"/bin/python\n" * 20
+        entries = {"bin/tool": lib.put(bytes(raw)), "bin/script": lib.put(small, compress=True),
+                   "bin/bad": lib.put(b"x" * 100)}
+        entries["bin/tool"].rewrite = [100, 40000]
+        entries["bin/script"].rewrite = [2]
+        entries["bin/bad"].rewrite = [90]  # 90 + 26 > 100
+        store = VerifiedStore(tmp_path / "cache", buffered=True)
+        store.mark_verified_stat(entries["bin/script"].digest, os.stat(_blob_path(lib, entries["bin/script"])))
+        result, _ = _clone(lib, mnt / "out", entries, store=store, ident=new)
+        assert result.left == {"bin": ["bad"]}
+        want = bytearray(raw)
+        want[100:100 + len(new)] = new
+        want[40000:40000 + len(new)] = new
+        assert (mnt / "out" / "bin" / "tool").read_bytes() == bytes(want)
+        assert (mnt / "out" / "bin" / "script").read_bytes() == small.replace(old, new)
+        os.sync()
+        assert shared_blocks(mnt / "out" / "bin" / "tool") == set(range(16)) - {0, 9}
         lib.close()
 
 
