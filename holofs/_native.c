@@ -7,7 +7,7 @@
  * also produces the user-facing error.
  *
  * build_tree(lib_fd, root_fd, dir_parents, dir_names, file_dirs, blobs, names, modes, sizes, rewrites,
- *            ident, verified, chmod_mask, dir_mode, mtime_ns, decode, threads, counter)
+ *            ident, verified, chmod_mask, dir_mode, mtime_ns, decode, reflink, threads, counter)
  *   -> (dir_fds, made, unverified)
  *   Directory 0 is root_fd (open, not closed here); directory i > 0 is made as
  *   dir_names[i] (mode dir_mode) under directory dir_parents[i], and opened O_NOFOLLOW.
@@ -23,8 +23,9 @@
  *   blob that does not decode to exactly sizes[i] bytes is skipped (the Python path reports it).
  *   dir_fds[i]: the directory's new fd (the caller closes it), or -1 if it was not made.
  *   made[i] (bytes): MADE_CLONE (reflinked, or empty), MADE_DECODE, or 0: not made (left for
- *   the caller: not raw and not decodable here, or not tried because the first errno, of a
- *   file or a directory, stops every thread). unverified: {i: blob key} for the files cloned
+ *   the caller: not raw and not decodable here; raw but the filesystems cannot reflink
+ *   (reflink=0, or the first FICLONE said so: then no other raw file is tried); or not tried
+ *   because the first errno, of a file or a directory, stops every thread). unverified: {i: blob key} for the files cloned
  *   from a blob whose key is not in `verified` (decode=1), or from any blob (decode=0), so
  *   the caller hashes those blobs.
  *   counter: None or a writable 8-byte buffer, atomically increased by each file made (progress
@@ -58,6 +59,7 @@
 
 #define NOT_RAW (-1)
 #define NOT_TRIED (-2)
+#define NO_REFLINK (-3)
 #define MADE_CLONE 1
 #define MADE_DECODE 2
 #define UNIT 32 /* files handed to a thread at a time */
@@ -95,18 +97,17 @@ static int keyset_has(const keyset_t *ks, const char *key, size_t n) {
     }
 }
 
-/* The complete lines of log[0:len] as a keyset (a partial last line is ignored). */
+/* The complete lines of log[0:len] as a keyset (a partial last line is ignored); -1 if out of
+ * memory. Runs without the GIL (the log is an immutable bytes object the caller holds). */
 static int keyset_build(const char *log, size_t len, keyset_t *ks) {
     size_t lines = 0, cap = 16;
-    for (size_t i = 0; i < len; i++)
-        lines += log[i] == '\n';
+    for (const char *p = log, *end = log + len; (p = memchr(p, '\n', (size_t)(end - p))) != NULL; p++)
+        lines++;
     while (cap < 2 * lines)
         cap *= 2;
-    ks->slot = PyMem_Calloc(cap, sizeof(keyref_t));
-    if (ks->slot == NULL) {
-        PyErr_NoMemory();
+    ks->slot = calloc(cap, sizeof(keyref_t));
+    if (ks->slot == NULL)
         return -1;
-    }
     ks->mask = cap - 1;
     for (const char *p = log, *end = log + len, *nl; p < end && (nl = memchr(p, '\n', (size_t)(end - p))); p = nl + 1) {
         size_t n = (size_t)(nl - p);
@@ -126,7 +127,7 @@ typedef struct {
     const char *name;
     unsigned int mode;
     long long size;
-    int err; /* 0 done, NOT_RAW, NOT_TRIED or errno */
+    int err; /* 0 done, NOT_RAW, NOT_TRIED, NO_REFLINK or errno */
     const long long *offs; /* rewrite offsets */
     Py_ssize_t noffs;
     unsigned char made;  /* MADE_* when done */
@@ -150,6 +151,7 @@ typedef struct {
     int lib_fd;
     unsigned int chmod_mask, dir_mode;
     int decode; /* 0 never, 1 blobs whose key is in `verified`, 2 all */
+    int no_reflink; /* atomic: FICLONE is not supported here (raw files are left) */
     const char *ident; /* written at each rewrite offset */
     size_t ident_len;
     keyset_t verified;
@@ -323,7 +325,7 @@ static void decode_one(const tree_t *t, codec_t *c, int dir_fd, item_t *it, int 
     it->made = err ? 0 : MADE_DECODE;
 }
 
-static void clone_one(const tree_t *t, codec_t *c, int dir_fd, item_t *it) {
+static void clone_one(tree_t *t, codec_t *c, int dir_fd, item_t *it) {
     int src = openat(t->lib_fd, it->blob, O_RDONLY | O_CLOEXEC);
     if (src < 0) {
         it->err = errno;
@@ -342,6 +344,11 @@ static void clone_one(const tree_t *t, codec_t *c, int dir_fd, item_t *it) {
         close(src);
         return;
     }
+    if (it->size > 0 && __atomic_load_n(&t->no_reflink, __ATOMIC_RELAXED)) {
+        it->err = NO_REFLINK;
+        close(src);
+        return;
+    }
     int dst = openat(dir_fd, it->name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                      it->mode & 07777);
     if (dst < 0) {
@@ -350,8 +357,18 @@ static void clone_one(const tree_t *t, codec_t *c, int dir_fd, item_t *it) {
         return;
     }
     int err = 0;
-    if (it->size > 0 && ioctl(dst, FICLONE, src) < 0)
+    if (it->size > 0 && ioctl(dst, FICLONE, src) < 0) {
         err = errno;
+        if (err == EOPNOTSUPP || err == EXDEV || err == EINVAL || err == ENOTTY || err == ENOSYS) {
+            /* these filesystems cannot share extents: raw files are the Python path's (it copies) */
+            __atomic_store_n(&t->no_reflink, 1, __ATOMIC_RELAXED);
+            close(dst);
+            close(src);
+            unlinkat(dir_fd, it->name, 0);
+            it->err = NO_REFLINK;
+            return;
+        }
+    }
     for (Py_ssize_t k = 0; !err && k < it->noffs; k++) /* relocate on top of the clone */
         if (pwrite(dst, t->ident, t->ident_len, (off_t)it->offs[k]) != (ssize_t)t->ident_len)
             err = errno ? errno : EIO;
@@ -513,17 +530,17 @@ static int parse_rewrites(PyObject *rewrites, item_t *items, Py_ssize_t n, size_
 }
 
 static PyObject *build_tree(PyObject *Py_UNUSED(self), PyObject *args) {
-    int lib_fd, root_fd, decode, nthreads;
+    int lib_fd, root_fd, decode, reflink, nthreads;
     PyObject *dir_parents, *dir_names, *file_dirs, *blobs, *names, *modes, *sizes, *rewrites, *counter_obj;
     const char *ident, *verified;
     Py_ssize_t ident_len, verified_len;
     unsigned int chmod_mask, dir_mode;
     long long mtime_ns;
-    if (!PyArg_ParseTuple(args, "iiO!O!O!O!O!O!O!O!y#y#IILiiO", &lib_fd, &root_fd, &PyList_Type, &dir_parents,
+    if (!PyArg_ParseTuple(args, "iiO!O!O!O!O!O!O!O!y#y#IILiiiO", &lib_fd, &root_fd, &PyList_Type, &dir_parents,
                           &PyList_Type, &dir_names, &PyList_Type, &file_dirs, &PyList_Type, &blobs,
                           &PyList_Type, &names, &PyList_Type, &modes, &PyList_Type, &sizes, &PyList_Type, &rewrites,
                           &ident, &ident_len, &verified, &verified_len,
-                          &chmod_mask, &dir_mode, &mtime_ns, &decode, &nthreads, &counter_obj))
+                          &chmod_mask, &dir_mode, &mtime_ns, &decode, &reflink, &nthreads, &counter_obj))
         return NULL;
     Py_ssize_t ndirs = PyList_GET_SIZE(dir_parents), n = PyList_GET_SIZE(blobs);
     if (ndirs < 1 || PyList_GET_SIZE(dir_names) != ndirs || PyList_GET_SIZE(file_dirs) != n ||
@@ -543,6 +560,7 @@ static PyObject *build_tree(PyObject *Py_UNUSED(self), PyObject *args) {
         }
     }
     tree_t t = {.lib_fd = lib_fd, .chmod_mask = chmod_mask, .dir_mode = dir_mode, .decode = decode,
+                .no_reflink = !reflink,
                 .ident = ident, .ident_len = (size_t)ident_len,
                 .counter = counter_obj != Py_None ? counter.buf : NULL};
     t.times[0].tv_sec = t.times[1].tv_sec = (time_t)(mtime_ns / 1000000000LL);
@@ -598,8 +616,6 @@ static PyObject *build_tree(PyObject *Py_UNUSED(self), PyObject *args) {
     }
     if (parse_rewrites(rewrites, t.items, n, (size_t)ident_len, &offsets) < 0)
         goto done;
-    if (decode == 1 && keyset_build(verified, (size_t)verified_len, &t.verified) < 0)
-        goto done;
     t.units = make_units(ndirs, fdirs, n, &t.nunits);
     if (t.units == NULL) {
         PyErr_NoMemory();
@@ -610,6 +626,8 @@ static PyObject *build_tree(PyObject *Py_UNUSED(self), PyObject *args) {
     if (nthreads > 64)
         nthreads = 64;
     Py_BEGIN_ALLOW_THREADS
+    if (decode == 1 && keyset_build(verified, (size_t)verified_len, &t.verified) < 0)
+        t.decode = 0; /* no memory for the lookup: compressed blobs go to the Python path */
     pthread_t tids[64];
     int started = 0;
     for (; started < nthreads - 1; started++)
@@ -657,7 +675,7 @@ done:
         PyBuffer_Release(&counter);
     Py_XDECREF(keep);
     PyMem_Free(t.units);
-    PyMem_Free(t.verified.slot);
+    free(t.verified.slot);
     PyMem_Free(offsets);
     PyMem_Free(fdirs);
     PyMem_Free(t.items);

@@ -61,11 +61,12 @@ def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: i
     """Make ``dirs`` (parents first; ``dirs[0]`` is the root, open as ``dir_fds[""]``) and their
     files natively; the directories made join ``dir_fds`` (open: the caller closes them all,
     also after an error). None when the fast path does not apply (no accelerator, a strategy
-    other than auto/reflink, reflink known impossible); the caller then does everything
-    itself. ``ident``: what each rewrite offset gets (empty: the target is the recorded path).
+    other than auto/reflink); the caller then does everything itself. Where the filesystems
+    cannot reflink, raw files are left (the general path copies them) and compressed ones are
+    still decoded here. ``ident``: what each rewrite offset gets (empty: the target is the recorded path).
     ``meanwhile`` runs in this thread while the native threads work."""
     pair = (lib_dev, target_dev)
-    if not available(linker) or linker.reflink_known(pair) is False:
+    if not available(linker):
         return None
     index: dict[str, int] = {}
     dir_parents: list[int] = []
@@ -113,7 +114,8 @@ def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: i
         try:
             outcome.append(_native.build_tree(
                 lib_fd, dir_fds[""], dir_parents, dir_names, file_dirs, blobs, names, modes, sizes, rewrites, ident,
-                verified, linker.chmod_after, dir_mode, times_ns, decode, threads, counter))
+                verified, linker.chmod_after, dir_mode, times_ns, decode, linker.reflink_known(pair) is not False,
+                threads, counter))
         except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
             failure.append(exc)
 
