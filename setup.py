@@ -1,8 +1,10 @@
 """Build configuration beyond pyproject.toml: the optional native accelerator (Linux only).
 
 ``holofs._native`` does a fresh restore's per-file work in C threads; holofs works without it
-(pure-Python path), so a failed compile is a warning, not an install failure. It links zlib
-(gzip blobs) and libzstd (zstd blobs) when their headers are installed (zlib1g-dev, libzstd-dev)."""
+(pure-Python path), so a failed compile is a warning, not an install failure. It links
+libdeflate (gzip blobs; zlib where it is missing), libzstd (zstd blobs) and OpenSSL's libcrypto
+(SHA-256 while decoding) when their headers are installed (libdeflate-dev, zlib1g-dev,
+libzstd-dev, libssl-dev)."""
 
 import os
 import sys
@@ -16,7 +18,9 @@ def _has_header(name: str) -> bool:
 
 ext_modules = []
 if sys.platform.startswith("linux"):
-    codecs = [(lib, macro) for header, lib, macro in (("zlib.h", "z", "HAVE_ZLIB"), ("zstd.h", "zstd", "HAVE_ZSTD"))
+    codecs = [(lib, macro) for header, lib, macro in (("zlib.h", "z", "HAVE_ZLIB"), ("zstd.h", "zstd", "HAVE_ZSTD"),
+                                                           ("openssl/evp.h", "crypto", "HAVE_OPENSSL"),
+                                                           ("libdeflate.h", "deflate", "HAVE_LIBDEFLATE"))
               if _has_header(header)]
     ext_modules.append(Extension("holofs._native", ["holofs/_native.c"], optional=True, extra_compile_args=["-O2"],
                                  libraries=[lib for lib, _ in codecs], define_macros=[(m, "1") for _, m in codecs]))

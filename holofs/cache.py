@@ -252,16 +252,22 @@ class CacheFiller:
         self._locks: dict[CacheKey, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._touched: set[CacheKey] = set()
-        self._made_dirs: set[Path] = set()
+        self._root = os.fspath(self.cache.root)
+        self._made_dirs: set[str] = set()
         self.fills: Counter[str] = Counter()
         self.hits = 0
         self.fill_seconds = 0.0
 
     # -- FileSource --------------------------------------------------------------------
 
+    def _path(self, key: CacheKey) -> str:
+        return f"{self._root}/{key.relpath}"
+
     def open_cached(self, entry: FileEntry) -> int | None:
-        key = cache_key(entry, self.relocation)
-        path = self.cache.path(key)
+        return self._open_cached(cache_key(entry, self.relocation), entry)
+
+    def _open_cached(self, key: CacheKey, entry: FileEntry) -> int | None:
+        path = self._path(key)
         try:
             fd = os.open(path, _O_READ)
         except FileNotFoundError:
@@ -270,7 +276,7 @@ class CacheFiller:
             os.close(fd)
             log.warning("cache file %s has the wrong size; filling it again", path)
             with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+                os.unlink(path)
             return None
         self.hits += 1
         if key not in self._touched:
@@ -280,20 +286,19 @@ class CacheFiller:
         return fd
 
     def open(self, entry: FileEntry) -> int:
-        fd = self.open_cached(entry)
+        key = cache_key(entry, self.relocation)
+        fd = self._open_cached(key, entry)
         if fd is not None:
             return fd
-        key = cache_key(entry, self.relocation)
         with self._lock_for(key):
-            fd = self.open_cached(entry)
+            fd = self._open_cached(key, entry)  # filled by another thread meanwhile?
             if fd is not None:
                 return fd
-            self._fill(key, entry)
-            fd = self.open_cached(entry)
-            if fd is None:  # removed between rename and open (gc); open the fresh file once more
+            for _ in range(2):  # once more if it was removed between rename and open (gc)
                 self._fill(key, entry)
-                fd = os.open(self.cache.path(key), _O_READ)
-            return fd
+                with contextlib.suppress(FileNotFoundError):
+                    return os.open(self._path(key), _O_READ)  # just written: no size check, no touch
+            return os.open(self._path(key), _O_READ)
 
     # -- filling -----------------------------------------------------------------------
 
@@ -316,11 +321,12 @@ class CacheFiller:
 
         if self._linker is None:
             self._linker = Linker()
-        final = self.cache.path(key)
-        if final.parent not in self._made_dirs:
-            final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            (self.cache.root / key.kind).chmod(0o700)
-            self._made_dirs.add(final.parent)
+        final = self._path(key)
+        parent = os.path.dirname(final)
+        if parent not in self._made_dirs:
+            os.makedirs(parent, mode=0o700, exist_ok=True)
+            os.chmod(f"{self._root}/{key.kind}", 0o700)
+            self._made_dirs.add(parent)
         tmp = part_name(final)
         started = time.perf_counter()
         store = self._verified_store() if self.verify_policy is not None else None

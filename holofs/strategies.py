@@ -47,11 +47,16 @@ except ImportError:  # pragma: no cover - the dependency is optional at runtime
     inflate_lib = zlib
 
 from .catalog import FileEntry
-from .digest import SIPHASH128, algorithm_of, new_hasher, siphash128
+from .digest import SHA256, SIPHASH128, algorithm_of, new_hasher, siphash128
 from .errors import CatalogError, CorruptBlob, MissingBlob
 from .fsutil import current_umask, raise_for_disk
 from .library import GZIP_MAGIC, ZSTD_MAGIC, Hololib, blob_relpath
 from .relocation import Relocation
+
+try:  # the optional C accelerator (holofs/_native.c, Linux): decodes and hashes without the GIL
+    from . import _native
+except ImportError:  # pragma: no cover - exercised where no compiler built it
+    _native = None
 
 log = logging.getLogger("holofs.strategies")
 
@@ -69,6 +74,8 @@ MODES = ("auto", "reflink", "copy", "hardlink")
 FICLONE = 0x40049409
 CHUNK = 1 << 20
 SMALL = 1 << 20
+NATIVE_DECODE_MAX = 256 << 20
+"""Blobs and contents up to this size are decoded in one native call (larger ones stream)."""
 _UNSUPPORTED = {
     errno.EXDEV, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOTTY, errno.ENOSYS,
     errno.EPERM, errno.EBADF, errno.ETXTBSY,
@@ -380,10 +387,12 @@ def produce_file(
         if rewrites:
             _check_rewrites(entry, len(ident), label)
         whole = b""
+        native = False
         if st.st_size == entry.size:
             encoding = "raw"
         else:
-            if st.st_size <= SMALL:  # one read serves detection and decoding
+            native = _decodes_natively(entry, st.st_size, verify)
+            if st.st_size <= SMALL and not native:  # one read serves detection and decoding
                 whole = _read_all(src, st.st_size)
                 head = whole[:4]
             else:
@@ -428,7 +437,11 @@ def produce_file(
                 strategy = DECOMPRESS if encoding != "raw" else COPY
                 if linker.mode == "reflink" and encoding != "raw":
                     linker.warn_once("reflink:compressed", COMPRESSED_REFLINK_WARNING)
-                if not whole or not _produce_small(whole, dst, entry, encoding, verify, rewrites, ident, label):
+                done = native and encoding != "raw" and _produce_native(src, st.st_size, dst, entry, verify, rewrites,
+                                                                         ident, label)
+                if not done and whole:
+                    done = _produce_small(whole, dst, entry, encoding, verify, rewrites, ident, label)
+                if not done:
                     os.lseek(src, 0, os.SEEK_SET)
                     _produce_stream(src, dst, entry, encoding, verify, rewrites, ident, label, strategy)
             if perm is not None and perm & linker.chmod_after:
@@ -515,6 +528,25 @@ def _produce_raw(src: int, dst: int, entry: FileEntry, st: os.stat_result, linke
     for off in rewrites:
         os.pwrite(dst, ident, off)
     return strategy
+
+
+def _decodes_natively(entry: FileEntry, blob_size: int, verify: bool) -> bool:
+    """True if ``holofs._native.decode_file`` can take this blob: built, small enough, and able
+    to compute the digest when one is wanted (SHA-256 only)."""
+    return (_native is not None and max(entry.size, blob_size) <= NATIVE_DECODE_MAX
+            and (not verify or (_native.HAS_SHA256 and algorithm_of(entry.digest) == SHA256)))
+
+
+def _produce_native(src: int, blob_size: int, dst: int, entry: FileEntry, verify: bool, rewrites, ident: bytes,
+                    label: str) -> bool:
+    """Decode, hash and relocate in C with the GIL released; False (nothing written) if the
+    blob is not one it decodes, so that the Python path decodes it or names the problem."""
+    digest = _native.decode_file(src, blob_size, dst, entry.size, verify, ident, tuple(rewrites))
+    if digest is None:
+        return False
+    if verify and digest.hex() != entry.digest:
+        raise _corrupt(label, entry, digest.hex())
+    return True
 
 
 def _read_all(fd: int, size: int) -> bytes:

@@ -67,6 +67,7 @@ class VerifiedStore:
         self._offset = 0  # bytes of it consumed (whole lines only)
         self._lines = 0
         self._pending: list[str] = []
+        self._root_made = False
         self._lock = threading.Lock()
 
     # -- reading ---------------------------------------------------------------------
@@ -197,10 +198,14 @@ class VerifiedStore:
             pass  # the record is an optimisation: failing to write it only means hashing again
 
     def _make_root(self) -> None:
+        """Create the private record directory, once per store (a mount appends for hours)."""
+        if self._root_made:
+            return
         from .paths import private_dir
 
         private_dir(Path(self.root).parent)  # the cache root: refused if shared, never chmodded then
         private_dir(Path(self.root))
+        self._root_made = True
 
     def _compact(self) -> None:
         """Rewrite the log with each key once (atomic rename)."""

@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO="$(pwd)"
 VENV="$REPO/.venv"
-APT_PACKAGES=(fuse3 libfuse3-dev btrfs-progs xfsprogs pkg-config gcc python3-venv zlib1g-dev libzstd-dev)
+APT_PACKAGES=(fuse3 libfuse3-dev btrfs-progs xfsprogs pkg-config gcc python3-venv zlib1g-dev libzstd-dev libssl-dev libdeflate-dev)
 
 say() { printf 'dev.sh: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
