@@ -19,8 +19,9 @@ the mounting user.
 Open files are served from the content-addressed cache (:mod:`holofs.cache`): ``open``
 materializes the file there (once) and keeps a real fd in the handle table; ``read`` is a
 plain ``os.pread``. Read-ahead: the first miss in a directory also queues its other small
-files (at most ``PREFETCH_MAX_SIZE`` bytes each) for background worker threads, so that a
-program walking a package (an interpreter importing it) finds the next files ready; a
+files that an interpreter loads (modules and shared libraries, see :func:`worth_prefetching`;
+at most ``PREFETCH_MAX_SIZE`` bytes each) for background worker threads, so that a program
+walking a package (an interpreter importing it) finds the next files ready; a
 foreground open of a file being prefetched waits for that one fill instead of starting its
 own. Handles are allocated through :meth:`VirtualTree.add_handle`.
 """
@@ -50,6 +51,9 @@ log = logging.getLogger("holofs.vtree")
 ROOT_INO = 1
 PREFETCH_MAX_SIZE = 1 << 20
 PREFETCH_THREADS = 2
+PREFETCH_SUFFIXES = (".py", ".so", ".pyd", ".pth", ".dll", ".dylib")
+"""What an interpreter opens while importing (type stubs, headers, data and docs it does not:
+filling those cost a cold import as much CPU as it saved waiting)."""
 DIR_PERMISSIONS = 0o750
 """RCC creates every restored directory 0o750 whatever the catalog records."""
 BLOCK_SIZE = 4096
@@ -118,6 +122,11 @@ class FsStats:
 def _dir_nlink(node: DirEntry) -> int:
     """2 + the real (not symlinked) subdirectories, as a restored directory has."""
     return 2 + sum(1 for sub in node.subdirs.values() if not sub.symlink)
+
+
+def worth_prefetching(name: str) -> bool:
+    """True for a module or shared library (``libfoo.so.1.2`` included)."""
+    return name.endswith(PREFETCH_SUFFIXES) or ".so." in name
 
 
 class VirtualTree:
@@ -323,7 +332,7 @@ class VirtualTree:
     # -- read-ahead -------------------------------------------------------------------------
 
     def _prefetch_siblings(self, ino: int) -> None:
-        """Queue the other small files of ``ino``'s directory (once per directory)."""
+        """Queue the other small modules of ``ino``'s directory (once per directory)."""
         parent = self.parents[ino]
         with self._handle_lock:
             if parent in self._prefetched_dirs:
@@ -335,7 +344,8 @@ class VirtualTree:
         first, end = self._children(parent)
         for child in range(first, end):
             entry = self.files[child]
-            if child != ino and entry is not None and not entry.symlink and entry.size <= PREFETCH_MAX_SIZE:
+            if (child != ino and entry is not None and not entry.symlink and entry.size <= PREFETCH_MAX_SIZE
+                    and worth_prefetching(entry.name)):
                 with contextlib.suppress(RuntimeError):  # shut down meanwhile
                     pool.submit(self._prefetch_one, entry)
 

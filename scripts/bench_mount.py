@@ -10,10 +10,11 @@
    ``import``  python -c "import numpy, pandas, scipy, matplotlib, requests, robot" (those installed)
    ``task``    python -m robot on a tiny suite evaluating numpy/pandas/matplotlib code
    each COLD (fresh mount with an empty --cache dir; on the native trees: no __pycache__) and
-   then WARM (the same command again), on: the mount (read-only, so Python cannot write
+   then WARM (the same command again, --warm-runs times), on: the mount (read-only, so Python cannot write
    bytecode; also measured with PYTHONPYCACHEPREFIX pointing at a writable dir, and with
    --no-prefetch for an A/B of the read-ahead), a ``holofs materialize``d tree
-   (if that command exists) and the original corpus venv ("native").
+   (if that command exists) and the original corpus venv ("native"). Each of the --runs
+   rounds measures every variant once, so that the machine's drift spreads over all of them.
    The page cache is not dropped (unless --drop-caches): hololib blobs and native files are
    equally warm in memory, so "cold" means holofs' own cache is empty and no bytecode exists.
 
@@ -202,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--small", action="store_true", help="use the --small corpus (quick run)")
     ap.add_argument("--runs", type=int, default=3, help="runs per measurement; the median is reported")
     ap.add_argument("--lib", default="gzip", choices=["gzip", "zstd", "none"], help="hololib encoding to mount")
+    ap.add_argument("--warm-runs", type=int, default=3, help="warm runs after each cold run (all are samples)")
     ap.add_argument("--subset-files", type=int, default=16000, help="files in the generated catalog")
     ap.add_argument("--drop-caches", action="store_true", help="drop the page cache before every cold run")
     ap.add_argument("--json", dest="json_out", type=Path, help="write all results to this JSON file")
@@ -287,22 +289,31 @@ def main(argv: list[str] | None = None) -> int:
             run([py, *workloads[wl]], env=venv, timeout=TIMEOUT, cwd=pwork)
             return time.perf_counter() - t0
 
+        # Rounds interleave the variants (the machine's speed drifts over minutes: a variant
+        # measured all at once would carry that drift into its ratio); each cold run is
+        # followed by --warm-runs warm ones.
         for wl in workloads:
+            timings = {}
             for variant in variants:
                 cold, warm = Timing(f"{wl} cold: {variant}"), Timing(f"{wl} warm: {variant}")
                 cold.extra.update(workload=wl, variant=variant, state="cold")
                 warm.extra.update(workload=wl, variant=variant, state="warm")
-                try:
-                    for _ in range(args.runs):
+                timings[variant] = (cold, warm)
+            for _ in range(args.runs):
+                for variant, (cold, warm) in timings.items():
+                    if cold.error:
+                        continue
+                    try:
                         prepare(variant)
                         cold.samples.append(one(variant, wl))
-                        warm.samples.append(one(variant, wl))
+                        warm.samples.extend(one(variant, wl) for _ in range(args.warm_runs))
+                    except Exception as exc:
+                        cold.error = str(exc)[:600]
+                        log(f"  FAILED {wl} {variant}: {cold.error}")
+                    finally:
                         if variant.startswith("mount"):
                             mounter.umount()
-                except Exception as exc:
-                    cold.error = str(exc)[:600]
-                    log(f"  FAILED {wl} {variant}: {cold.error}")
-                    mounter.umount()
+            for variant, (cold, warm) in timings.items():
                 log(f"  {wl} {variant}: cold {fmt_s(cold.median)} s, warm {fmt_s(warm.median)} s")
                 results += [cold, warm]
         remove_pycache(native)
@@ -317,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     def med(name: str) -> float | None:
         return next((t.median for t in results if t.name == name), None)
 
-    print(f"\nCorpus: {profile}, {corpus['files']} files; hololib {args.lib}; median of {args.runs} runs; page cache "
+    print(f"\nCorpus: {profile}, {corpus['files']} files; hololib {args.lib}; median of {args.runs} rounds "
+          f"(warm: {args.warm_runs} runs after each cold one); page cache "
           f"{'dropped before cold runs' if args.drop_caches else 'not dropped'}; total {elapsed:.0f} s\n")
     print(table(["measurement", "median s", "samples s", "error"],
                 [[t.name, fmt_s(t.median), " ".join(f"{s:.3f}" for s in t.samples), t.error[:80]] for t in results]))
