@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -26,13 +28,45 @@ def _all_commands() -> list[list[str]]:
     out: list[list[str]] = []
 
     def walk(group: click.Group, prefix: list[str]) -> None:
-        for name, cmd in sorted(group.commands.items()):
+        ctx = click.Context(group)
+        for name in group.list_commands(ctx):
+            cmd = group.get_command(ctx, name)
+            assert cmd is not None, name
             out.append([*prefix, name])
             if isinstance(cmd, click.Group):
                 walk(cmd, [*prefix, name])
 
     walk(cli, [])
     return out
+
+
+def test_command_map_matches_the_cmd_modules() -> None:
+    from holofs.cli import COMMANDS, command_modules, register_module
+
+    found: dict[str, str] = {}
+    for module in command_modules():
+        group = click.Group()
+        register_module(group, module)
+        assert group.commands, f"{module} registers no command"
+        for name in group.commands:
+            assert name not in found, f"{name} is registered by {found[name]} and {module}"
+            found[name] = module
+    assert found == COMMANDS, "holofs.cli.COMMANDS must list every command of the cmd_*.py modules"
+
+
+@pytest.mark.parametrize("command", ["materialize", "mount"])
+def test_a_command_imports_only_its_module(command: str) -> None:
+    code = ("import sys\nfrom holofs.cli import cli\n"
+            f"cli(['{command}', '--help'], standalone_mode=False)\n"
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('holofs.cli.'))))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.splitlines()[-1] == f"holofs.cli.cmd_{command}"
+
+
+def test_unknown_command_suggests_close_names(holofs_cli) -> None:
+    proc = holofs_cli("umoun", "x")
+    assert proc.returncode == 2 and "No such command 'umoun'" in proc.stderr
+    assert "'mount'" in proc.stderr and "'umount'" in proc.stderr
 
 
 def test_help_works_for_every_command(holofs_cli) -> None:
