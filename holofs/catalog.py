@@ -22,6 +22,11 @@ from typing import Any
 from .errors import CatalogError, NotFound
 from .modes import GO_DIR
 
+try:  # zlib-ng inflates a catalog about three times faster than zlib, with the same API and output
+    from zlib_ng import zlib_ng as _inflate_lib
+except ImportError:  # pragma: no cover - the dependency is optional at runtime
+    _inflate_lib = zlib
+
 MOTHER_TIME = 1610000000
 """RCC's fixed mtime/atime for every restored file and directory."""
 
@@ -131,9 +136,10 @@ def _expect(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where:
     return value
 
 
-def _file_from_json(obj: Any, key: str, where: str) -> FileEntry:
+def _file_from_json(obj: Any, key: str, parent: str) -> FileEntry:
     # Fast path for well-formed entries (catalog load time is mount-ready time);
     # anything unusual goes through the checked path below for a precise error.
+    # ``parent`` is the directory's path: the entry's own is only built for an error.
     if type(obj) is dict:
         name = obj.get("name")
         size = obj.get("size")
@@ -151,7 +157,7 @@ def _file_from_json(obj: Any, key: str, where: str) -> FileEntry:
             and (rewrite == [] or (type(rewrite) is list and all(type(x) is int for x in rewrite)))
         ):
             return FileEntry(name, size, mode, digest, rewrite, symlink)
-    return _file_from_json_checked(obj, key, where)
+    return _file_from_json_checked(obj, key, f"{parent}/{key}" if parent else key)
 
 
 def _file_from_json_checked(obj: Any, key: str, where: str) -> FileEntry:
@@ -191,8 +197,9 @@ def _dir_from_json(obj: Any, key: str, where: str) -> DirEntry:
     )
     for sub_key, sub in subdirs_json.items():
         node.subdirs[sub_key] = _dir_from_json(sub, sub_key, f"{where}/{sub_key}" if where else sub_key)
+    files = node.files
     for file_key, file in files_json.items():
-        node.files[file_key] = _file_from_json(file, file_key, f"{where}/{file_key}" if where else file_key)
+        files[file_key] = _file_from_json(file, file_key, where)
     return node
 
 
@@ -247,20 +254,35 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+def gunzip(raw: bytes) -> bytes:
+    """``gzip.decompress(raw)``: the usual single gzip member inflated by zlib-ng; anything else
+    (an error, several members, trailing bytes) is left to ``gzip.decompress`` itself, so that
+    results and errors are exactly its own."""
+    inflater = _inflate_lib.decompressobj(31)  # 31: a gzip wrapper, its CRC and length checked
+    try:
+        text = inflater.decompress(raw)
+    except _inflate_lib.error:
+        text = None
+    if text is None or not inflater.eof or inflater.unused_data:
+        return gzip.decompress(raw)
+    return text
+
+
 def parse_catalog(raw: bytes, path: str | os.PathLike[str]) -> Catalog:
     """Parse the bytes of a gzip'd RCC catalog file read from ``path`` (as :func:`read_catalog`)."""
     path = Path(path)
     if raw[:2] != b"\x1f\x8b":
         raise CatalogError(f"{path} is not a catalog: not a gzip stream")
     try:
-        text = gzip.decompress(raw)
+        text = gunzip(raw)
     except (EOFError, OSError, zlib.error) as exc:
         raise CatalogError(f"{path} is not a catalog: truncated or corrupt gzip ({exc})") from None
     try:
-        obj = json.loads(text)
-        del text  # the decoded tree replaces it: do not hold both (200k entries: ~80 MB of text)
-        with gc_paused():
+        with gc_paused():  # JSON decoding, too, makes tens of thousands of objects
+            obj = json.loads(text)
+            del text  # the decoded tree replaces it: do not hold both (200k entries: ~80 MB of text)
             catalog = catalog_from_json(obj)
+            del obj
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CatalogError(f"{path} is not a catalog: invalid JSON ({exc})") from None
     except RecursionError:

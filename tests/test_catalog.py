@@ -16,6 +16,7 @@ from holofs.catalog import (
     catalog_bytes,
     catalog_name,
     dumps_go,
+    gunzip,
     iter_dirs,
     iter_files,
     read_catalog,
@@ -177,6 +178,30 @@ def test_read_errors_are_one_line_catalog_errors(tmp_path: Path, rcc_catalog: Pa
         read_catalog(_gz(tmp_path, "notree", b'{"identity": "x"}'))
     with pytest.raises(CatalogError, match="is a directory"):
         read_catalog(tmp_path)
+
+
+def _outcome(fn, data: bytes) -> object:
+    try:
+        return fn(data)
+    except Exception as exc:  # the type and the message are what must agree
+        return f"{type(exc).__name__}: {exc}"
+
+
+def test_gunzip_is_gzip_decompress() -> None:
+    """zlib-ng inflates the usual stream; every other case gives gzip.decompress's own result or error."""
+    good = gzip.compress(b'{"tree": {}}' * 500)
+    tiny = gzip.compress(b"x")
+    cases = {
+        "good": good, "empty": b"", "magic only": good[:2], "header only": good[:10],
+        "truncated": good[: len(good) // 2], "no trailer": good[:-8],
+        "corrupt": good[:12] + bytes(b ^ 0xFF for b in good[12:40]) + good[40:],
+        "bad crc": good[:-8] + bytes(4) + good[-4:], "bad length": good[:-4] + b"\1\0\0\0",
+        "bad method": good[:2] + b"\x07" + good[3:], "two members": good + gzip.compress(b"more"),
+        "zero padding": good + bytes(8), "trailing garbage": good + b"garbage",
+        "wrong header crc": tiny[:3] + b"\x02" + tiny[4:10] + b"\0\0" + tiny[10:],  # zlib checks it, gzip does not
+    }
+    for name, data in cases.items():
+        assert _outcome(gunzip, data) == _outcome(gzip.decompress, data), name
 
 
 def test_malformed_entries_name_the_entry(tmp_path: Path) -> None:
