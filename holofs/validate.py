@@ -4,7 +4,7 @@ A catalog may come from elsewhere (a shared hololib, a download), so every field
 decides *where* bytes go or *which* bytes are read is checked first: entry names, symlinked
 directories that could redirect writes, digests (they become blob paths), rewrite offsets,
 sizes and modes. :func:`validate_catalog` raises a one-line :class:`CatalogError` naming the
-first bad entry, and is cheap enough to run on every use (about 1 µs per entry).
+first bad entry, and is cheap enough to run on every use (under 1 µs per entry).
 
 What it does not check: blob contents and decoded sizes (done while reading blobs), and
 symlink *targets*, which are data: they are created verbatim and never followed on write.
@@ -22,6 +22,9 @@ from .modes import GO_DIR, GO_KNOWN_BITS, GO_SPECIAL_TYPES, GO_SYMLINK
 
 _DIGEST = re.compile(r"[0-9a-f]{32}(?:[0-9a-f]{32})?")
 """Plain lowercase hex of a known length: 32 (SipHash-128) or 64 (SHA-256)."""
+
+_DELETE_HEX = dict.fromkeys(map(ord, "0123456789abcdef"))
+"""A ``str.translate`` table that deletes the characters :data:`_DIGEST` allows."""
 
 NAME_MAX = 255
 """Longest file name in bytes that the common file systems accept."""
@@ -139,7 +142,32 @@ def validate_catalog(catalog: Catalog, *, windows: bool = os.name == "nt",
     _check_mode(root.mode, "", is_dir=True, is_symlink=False)
     if root.symlink:
         raise _bad("", "the root directory cannot be a symlink")
+    digests: list[str] = []
+    try:
+        _check_tree(root, idlen, windows, case_insensitive, digests)
+        if _all_lower_hex(digests):
+            return
+    except Exception:  # the walk below decides, exactly as it always did
+        pass
+    # Something is wrong: walk again, each digest matched where it is met, so that the error
+    # names the first bad entry (in the same order as any other problem).
+    _check_tree(root, idlen, windows, case_insensitive, None)
+
+
+def _all_lower_hex(digests: list[str]) -> bool:
+    """True if every character of every digest is one of ``0-9a-f`` (one pass in C; matching
+    each digest against :data:`_DIGEST` took 40% of the validation of a big catalog)."""
+    return not "".join(digests).translate(_DELETE_HEX)
+
+
+def _check_tree(root: DirEntry, idlen: int, windows: bool, case_insensitive: bool,
+                digests: list[str] | None) -> None:
+    """Check every entry beneath ``root``. A restored file's digest must be a string of length
+    32 or 64, and is then appended to ``digests`` for :func:`_all_lower_hex`; with ``digests``
+    None, it is matched against :data:`_DIGEST` at once instead."""
     digest_ok = _DIGEST.fullmatch
+    add_digest = None if digests is None else digests.append
+    file_bits = GO_KNOWN_BITS & ~(GO_SPECIAL_TYPES | GO_DIR | GO_SYMLINK)  # a regular file's allowed mode bits
     # (path, node, beneath): beneath = the node lies in a symlinked directory (never written).
     stack: list[tuple[str, DirEntry, bool]] = [("", root, False)]
     while stack:
@@ -175,12 +203,14 @@ def validate_catalog(catalog: Catalog, *, windows: bool = os.name == "nt",
                 _check_mode(f.mode, _join(path, key), is_dir=False, is_symlink=True)
                 continue  # verbatim link: no blob is read, no rewrite is applied
             mode = f.mode
-            if type(mode) is not int or mode & ~(GO_KNOWN_BITS & ~(GO_SPECIAL_TYPES | GO_DIR | GO_SYMLINK)) or mode < 0:
+            if type(mode) is not int or mode & ~file_bits or mode < 0:
                 _check_mode(mode, _join(path, key), is_dir=False, is_symlink=False)
             if inert:
                 continue  # shadow content: recorded, never restored, no blob kept
             digest = f.digest
-            if not isinstance(digest, str) or not digest_ok(digest):
+            if add_digest is not None and type(digest) is str and (len(digest) == 64 or len(digest) == 32):
+                add_digest(digest)
+            elif not isinstance(digest, str) or not digest_ok(digest):
                 raise _bad(_join(path, key), f"digest {digest!r} is not lowercase hex of length 32 or 64")
             rewrite = f.rewrite
             if rewrite:

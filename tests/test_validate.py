@@ -190,3 +190,20 @@ def test_large_catalog(world: World) -> None:
     with pytest.raises(CatalogError) as info:
         validate_catalog(world.catalog)
     _assert_names(info.value, "d199/f999")
+
+
+@pytest.mark.parametrize("digest", ["AB" * 32, "ab" * 15 + "g" * 2, "é" * 32, "ab" * 16 + " " * 32])
+def test_a_bad_digest_is_named_before_a_later_problem(world: World, digest: str) -> None:
+    """Digests are checked in one pass after the walk, but the error still names the first bad
+    entry in walk order, as if each were checked where it is met."""
+    root = world.catalog.tree
+    root.files.clear()
+    root.files["a"] = FileEntry(name="a", size=1, mode=0o644, digest=digest)
+    root.files["b"] = FileEntry(name="b", size=-1, mode=0o644, digest="ab" * 32)
+    with pytest.raises(CatalogError, match="digest") as info:
+        validate_catalog(world.catalog)
+    _assert_names(info.value, "a")
+    root.files["a"].digest = "ab" * 32
+    with pytest.raises(CatalogError, match="size") as info:
+        validate_catalog(world.catalog)
+    _assert_names(info.value, "b")
