@@ -8,7 +8,6 @@ values and, in ``Settings.source[name]``, where each one came from.
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -91,10 +90,12 @@ def read_settings_file(path: str | os.PathLike[str] | None = None) -> tuple[dict
     path = os.fspath(path or default_config_file())
     try:
         with open(path, "rb") as f:
+            import tomllib  # only when there is a settings file: it costs each start-up ~2 ms
+
             data = tomllib.load(f)
     except FileNotFoundError:
         return {}, path
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # tomllib.TOMLDecodeError is a ValueError
         raise UsageError(f"settings file {path} is unreadable: {exc}") from None
     if isinstance(data.get("holofs"), dict):  # accept an optional [holofs] table
         data = data["holofs"]

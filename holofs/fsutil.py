@@ -5,15 +5,19 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 from pathlib import Path
 
 from .errors import NoSpace
 
 
+def part_suffix() -> str:
+    """A fresh ``.part<pid>x<8 random hex digits>`` (``os.urandom``, as ``secrets`` uses)."""
+    return f".part{os.getpid()}x{os.urandom(4).hex()}"
+
+
 def part_name(final: str | os.PathLike[str]) -> str:
     """A unique temporary name next to ``final`` (RCC style ``<name>.part<id>``)."""
-    return f"{os.fspath(final)}.part{os.getpid()}x{secrets.token_hex(4)}"
+    return os.fspath(final) + part_suffix()
 
 
 def is_part_name(name: str) -> bool:

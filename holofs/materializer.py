@@ -13,7 +13,6 @@ import contextlib
 import errno
 import itertools
 import os
-import secrets
 import shutil
 import stat
 import time
@@ -27,7 +26,7 @@ from . import fastclone, forkpool
 from .catalog import Catalog, DirEntry, FileEntry
 from .digest import algorithm_of, new_hasher
 from .errors import CatalogError, HolofsError, NoSpace, UnsafePath, UsageError
-from .fsutil import raise_fd_limit, raise_for_disk
+from .fsutil import part_suffix, raise_fd_limit, raise_for_disk
 from .library import Hololib
 from .modes import permissions
 from .relocation import Relocation, plan_relocation
@@ -119,7 +118,7 @@ class _Ctx:
     target_dev: int | None = None
     progress: Callable[[int], None] | None = None
     dir_fds: dict[str, int] = field(default_factory=dict)  # rel -> fd, opened beneath the parent's fd
-    part_prefix: str = field(default_factory=lambda: f".part{os.getpid()}x{secrets.token_hex(4)}")
+    part_prefix: str = field(default_factory=part_suffix)
     counter: Any = field(default_factory=itertools.count)
     _perms: dict[int, int] = field(default_factory=dict)
 

@@ -21,7 +21,6 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -580,6 +579,8 @@ def unmount(mountpoint: str | os.PathLike[str], *, cache: str | os.PathLike[str]
 
 def _fusermount(path: str) -> bool:
     """fusermount3 -u (then -uz); True if it had to be lazy."""
+    import subprocess  # only here: importing it costs each mount's start-up ~3 ms
+
     tool = shutil.which("fusermount3") or shutil.which("fusermount")
     if tool is None:
         raise HolofsError("fusermount3 not found: install fuse3")
