@@ -27,6 +27,7 @@ from .fsutil import atomic_write_bytes
 from .paths import private_dir
 
 FORMAT = 1  # bump when Catalog/DirEntry/FileEntry fields change
+MARSHAL_VERSION = 2  # no back-references: writing is ~2.5x faster, reading as fast, the file ~10% bigger
 SUBDIR = "catalogs"
 
 
@@ -145,7 +146,8 @@ def load_catalog_digest(path: str | os.PathLike[str], cache_root: str | os.PathL
     def save() -> None:
         try:
             private_dir(index.parent)
-            blob = marshal.dumps((FORMAT, identity, _header(catalog), _encode_dir(catalog.tree)))
+            with gc_paused():  # tens of thousands of new tuples
+                blob = marshal.dumps((FORMAT, identity, _header(catalog), _encode_dir(catalog.tree)), MARSHAL_VERSION)
             atomic_write_bytes(index, blob, mode=0o600)
         except (OSError, ValueError, HolofsError):
             pass  # an optimisation only

@@ -34,6 +34,8 @@ log = logging.getLogger("holofs.mounts")
 FS_TYPE = "fuse.holofs"
 OVERLAY_FS_TYPES = ("overlay", "fuse.fuse-overlayfs")
 READY_TIMEOUT = 60.0
+INDEX_WAIT = 2.0
+"""Longest a daemon that found ``go`` waits for the parent to finish writing the catalog index."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,11 +297,12 @@ def mount_daemon(opts: MountOptions, *, timeout: float = READY_TIMEOUT) -> dict[
     the CLI loaded) imports the FUSE stack (pyfuse3, trio: ~0.2 s) while this process parses
     and validates the catalog. This process sends the daemon its options, then ``go
     [<sha256 of the catalog bytes>]``, then keeps the catalog in the cache's catalog index
-    (:mod:`holofs.catalog_index`) while the daemon works. A daemon that finds ``go`` waiting
-    after its imports loads the index if it is there yet (small catalogs), and otherwise, as
-    one still waiting (big catalogs) does meanwhile, parses the catalog file itself, using that
-    parse without validating again only if its bytes have the SHA-256 validated here. A bad
-    catalog is reported from here, and the daemon, which has done nothing yet, is killed."""
+    (:mod:`holofs.catalog_index`) and closes the pipe. A daemon that finds ``go`` waiting
+    after its imports waits for that close and loads the index (writing it takes less than
+    half as long as parsing); without an index, and, meanwhile, if it is still waiting for
+    ``go`` (big catalogs), it parses the catalog file itself, using that parse without
+    validating again only if its bytes have the SHA-256 validated here. A bad catalog is
+    reported from here, and the daemon, which has done nothing yet, is killed."""
     log_path = _daemon_log_path(opts)
     from .entry import fork_daemon, take_early_daemon
 
@@ -320,9 +323,11 @@ def mount_daemon(opts: MountOptions, *, timeout: float = READY_TIMEOUT) -> dict[
             log_path.unlink()
         raise
     os.write(go_write, go)
-    os.close(go_write)
-    if save_index is not None:  # for the daemon (if it is not done first) and the next mount
-        save_index()
+    try:
+        if save_index is not None:  # for the daemon (if it is not done first) and the next mount
+            save_index()
+    finally:
+        os.close(go_write)  # the index is written (or will not be): a daemon that got go loads it
     message = _read_ready(read_fd, pid, timeout)
     if message.startswith("ready "):
         info = json.loads(message[len("ready "):])
@@ -390,9 +395,12 @@ def _preload_catalog(opts: MountOptions) -> tuple[bytes, Any]:
     return (f"go {digest}\n".encode() if digest else b"go\n"), save_index
 
 
-def _read_go(fd: int, pending: bytes = b"") -> bytes | None:
+def _read_go(fd: int, pending: bytes = b"", *, until_closed: bool = False) -> bytes | None:
     """The parent's ``go`` line (None if it closed the pipe without one: it failed);
-    ``pending``: what was already read from the pipe."""
+    ``pending``: what was already read from the pipe. ``until_closed``: then also wait (up to
+    :data:`INDEX_WAIT`) for the parent to close the pipe, once it has written the index."""
+    import select
+
     buf = pending
     with os.fdopen(fd, "rb", buffering=0) as pipe:
         while b"\n" not in buf:
@@ -400,6 +408,11 @@ def _read_go(fd: int, pending: bytes = b"") -> bytes | None:
             if not chunk:
                 return None
             buf += chunk
+        deadline = time.monotonic() + INDEX_WAIT
+        while until_closed:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([pipe], [], [], left)[0] or not pipe.read(256):
+                break  # waited long enough, or closed (a read of b"")
     line = buf.split(b"\n", 1)[0]
     return line if line == b"go" or line.startswith(b"go ") else None
 
@@ -434,7 +447,7 @@ def _daemon_catalog(opts: MountOptions, go_fd: int, pending: bytes = b"") -> tup
     waiting = not pending and not select.select([go_fd], [], [], 0)[0]
     if waiting:  # the parent is still busy: a big catalog
         speculative = _speculative_parse(opts)
-    go = _read_go(go_fd, pending)
+    go = _read_go(go_fd, pending, until_closed=not waiting)
     if go is None:  # the parent failed (and kills us): nothing to clean up
         os._exit(0)
     if not waiting:

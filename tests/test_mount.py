@@ -353,3 +353,21 @@ def test_daemon_uses_its_own_parse_only_for_the_bytes_the_parent_validated(rcc_c
             assert catalog.identity == read_catalog(rcc_catalog).identity
         else:
             assert catalog is None  # serve_foreground then loads (and validates) it itself
+
+
+def test_daemon_that_finds_go_waits_for_the_index(rcc_catalog: Path, tmp_path: Path) -> None:
+    """A daemon whose imports end after the parent's ``go`` waits for the parent to close the
+    pipe (it writes the catalog index first) and loads the index instead of parsing again."""
+    from holofs.catalog_index import load_catalog_digest
+    from holofs.mounts import MountOptions, _daemon_catalog
+
+    opts = MountOptions(catalog=os.fspath(rcc_catalog), cache=os.fspath(tmp_path / "cache"))
+    _catalog, save_index, digest = load_catalog_digest(rcc_catalog, tmp_path / "cache")
+    assert save_index is not None
+    r, w = os.pipe()
+    os.write(w, f"go {digest}\n".encode())
+    timer = threading.Timer(0.1, lambda: (save_index(), os.close(w)))
+    timer.start()
+    catalog, how = _daemon_catalog(opts, r)
+    timer.join()
+    assert how == "the catalog index" and catalog is not None and catalog.validated
