@@ -627,7 +627,8 @@ def materialize(catalog: Catalog, lib: Hololib, target: str | os.PathLike[str],
     return MaterializeReport(
         target=target, fresh=fresh, files_written=total.written, files_intact=total.intact,
         times_fixed=total.times_fixed, symlinks=total.symlinks, dirs=len(dirs),
-        removed_extras=total.removed, verified_blobs=total.verified, strategies=linker.as_dict(),
+        removed_extras=total.removed, verified_blobs=total.verified,
+        native_files=cloned.written if cloned is not None else 0, strategies=linker.as_dict(),
         warnings=linker.warnings, seconds=time.perf_counter() - t0,
     )
 

@@ -261,6 +261,7 @@ class MaterializeReport:
     dirs: int = 0
     removed_extras: int = 0
     verified_blobs: int = 0
+    native_files: int = 0  # of files_written, those the native fast path made (holofs/fastclone.py)
     strategies: dict[str, dict[str, float]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -270,7 +271,7 @@ class MaterializeReport:
             "target": self.target, "fresh": self.fresh, "files_written": self.files_written,
             "files_intact": self.files_intact, "times_fixed": self.times_fixed, "symlinks": self.symlinks,
             "dirs": self.dirs, "removed_extras": self.removed_extras, "verified_blobs": self.verified_blobs,
-            "strategies": self.strategies, "warnings": self.warnings, "seconds": round(self.seconds, 6),
+            "native_files": self.native_files, "strategies": self.strategies, "warnings": self.warnings, "seconds": round(self.seconds, 6),
         }
 
 

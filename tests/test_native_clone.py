@@ -340,3 +340,4 @@ def test_materialize_same_result_with_and_without_the_loop(tmp_path, monkeypatch
 
         assert counts(native) == counts(python)
         assert native.files_written == python.files_written
+        assert native.native_files == fast[-1].written and python.native_files == 0  # reported in --json

@@ -126,8 +126,9 @@ def _print_report(report: Any, as_json: bool) -> None:
         emit_json(report.as_dict())
         return
     click.echo(f"materialized {report.target} ({'fresh' if report.fresh else 'reconciled'})")
-    click.echo(f"  {report.files_written} files written, {report.files_intact} intact, {report.symlinks} symlinks, "
-               f"{report.removed_extras} extras removed, {report.dirs} dirs")
+    native = f" ({report.native_files} by the native fast path)" if report.native_files else ""
+    click.echo(f"  {report.files_written} files written{native}, {report.files_intact} intact, {report.symlinks} "
+               f"symlinks, {report.removed_extras} extras removed, {report.dirs} dirs")
     for name, c in report.strategies.items():
         click.echo(f"  {name:<16} {int(c['files']):>8} files {human_bytes(c['bytes']):>12} {c['seconds']:.2f} s")
     click.echo(f"  took {report.seconds:.2f} s")
