@@ -10,9 +10,10 @@
    ``import``  python -c "import numpy, pandas, scipy, matplotlib, requests, robot" (those installed)
    ``task``    python -m robot on a tiny suite evaluating numpy/pandas/matplotlib code
    each COLD (fresh mount with an empty --cache dir; on the native trees: no __pycache__) and
-   then WARM (the same command again, --warm-runs times), on: the mount (read-only, so Python cannot write
-   bytecode; also measured with PYTHONPYCACHEPREFIX pointing at a writable dir, and with
-   --no-prefetch for an A/B of the read-ahead), a ``holofs materialize``d tree
+   then WARM (the same command again, --warm-runs times), on: the mount (writable, the default:
+   bytecode goes to its upper layer; also measured with PYTHONPYCACHEPREFIX pointing at a
+   directory outside, as a --read-only mount needs, and with --no-prefetch for an A/B of the
+   read-ahead), a ``holofs materialize``d tree
    (if that command exists) and the original corpus venv ("native"). Each of the --runs
    rounds measures every variant once, so that the machine's drift spreads over all of them.
    The page cache is not dropped (unless --drop-caches): hololib blobs and native files are
