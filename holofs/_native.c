@@ -333,6 +333,20 @@ static int trusted(const tree_t *t, const item_t *it) {
     return n > 0 && keyset_has(&t->verified, key, (size_t)n);
 }
 
+/* The end of a new file dst: the mode bits the umask took, the mother time, close; on any
+ * error (err, or one of these) the file is removed again. Returns the error. */
+static int finish_file(const tree_t *t, int dir_fd, const item_t *it, int dst, int err) {
+    if (!err && (it->mode & t->chmod_mask) && fchmod(dst, it->mode & 07777) < 0)
+        err = errno;
+    if (!err && futimens(dst, t->times) < 0)
+        err = errno;
+    if (close(dst) < 0 && !err)
+        err = errno;
+    if (err)
+        unlinkat(dir_fd, it->name, 0);
+    return err;
+}
+
 /* The decoded blob (src, already fstat'ed into it->st) as a new file; it->err as clone_one. */
 static void decode_one(const tree_t *t, codec_t *c, int dir_fd, item_t *it, int src) {
     size_t n = (size_t)it->st.st_size, size = (size_t)it->size;
@@ -351,15 +365,7 @@ static void decode_one(const tree_t *t, codec_t *c, int dir_fd, item_t *it, int 
         it->err = errno;
         return;
     }
-    err = write_all(dst, out, size);
-    if (!err && (it->mode & t->chmod_mask) && fchmod(dst, it->mode & 07777) < 0)
-        err = errno;
-    if (!err && futimens(dst, t->times) < 0)
-        err = errno;
-    if (close(dst) < 0 && !err)
-        err = errno;
-    if (err)
-        unlinkat(dir_fd, it->name, 0);
+    err = finish_file(t, dir_fd, it, dst, write_all(dst, out, size));
     it->err = err;
     it->made = err ? 0 : MADE_DECODE;
 }
@@ -411,15 +417,8 @@ static void clone_one(tree_t *t, codec_t *c, int dir_fd, item_t *it) {
     for (Py_ssize_t k = 0; !err && k < it->noffs; k++) /* relocate on top of the clone */
         if (pwrite(dst, t->ident, t->ident_len, (off_t)it->offs[k]) != (ssize_t)t->ident_len)
             err = errno ? errno : EIO;
-    if (!err && (it->mode & t->chmod_mask) && fchmod(dst, it->mode & 07777) < 0)
-        err = errno;
-    if (!err && futimens(dst, t->times) < 0)
-        err = errno;
-    if (close(dst) < 0 && !err)
-        err = errno;
+    err = finish_file(t, dir_fd, it, dst, err);
     close(src);
-    if (err)
-        unlinkat(dir_fd, it->name, 0);
     it->err = err;
     if (!err) {
         it->made = MADE_CLONE;
