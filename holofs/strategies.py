@@ -74,8 +74,9 @@ MODES = ("auto", "reflink", "copy", "hardlink")
 FICLONE = 0x40049409
 CHUNK = 1 << 20
 SMALL = 1 << 20
-NATIVE_DECODE_MAX = 256 << 20
-"""Blobs and contents up to this size are decoded in one native call (larger ones stream)."""
+NATIVE_DECODE_MAX = 64 << 20
+"""Blobs and contents up to this size are decoded in one native call, in memory (larger ones
+stream in 1 MiB chunks): with 8 fill threads at most ~1 GiB is held at once."""
 _UNSUPPORTED = {
     errno.EXDEV, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOTTY, errno.ENOSYS,
     errno.EPERM, errno.EBADF, errno.ETXTBSY,

@@ -196,3 +196,18 @@ def test_produce_file_undecodable_falls_back_to_the_python_message(tmp_path, mon
         messages.append(str(err.value))
         assert not dest.exists()
     assert messages[0] == messages[1]
+
+
+def test_produce_file_streams_what_is_too_big_for_memory(tmp_path, monkeypatch):
+    """Above NATIVE_DECODE_MAX the blob is streamed in chunks (bounded memory), not decoded whole."""
+    data = os.urandom(300_000)
+    digest = hashlib.sha256(data).hexdigest()
+    lib = _library(tmp_path, {digest: gzip.compress(data)})
+    calls = []
+    real = _native().decode_file
+    monkeypatch.setattr(strategies, "NATIVE_DECODE_MAX", 100_000)
+    monkeypatch.setattr(strategies, "_native", type("N", (), {"HAS_SHA256": 1, "decode_file": staticmethod(
+        lambda *a: calls.append(a) or real(*a))}))
+    produce_file(lib, FileEntry("f", len(data), 0o644, digest), tmp_path / "out", relocation=None, verify=True,
+                 linker=Linker(), perm=0o644)
+    assert (tmp_path / "out").read_bytes() == data and calls == []
