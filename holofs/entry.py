@@ -58,4 +58,33 @@ def main() -> None:
         _early_daemon = fork_daemon()
     from .cli import main as cli_main
 
-    cli_main()
+    try:
+        cli_main()
+    except SystemExit as exc:
+        exit_without_teardown(exc.code)
+    exit_without_teardown(0)
+
+
+def exit_without_teardown(code: object) -> None:
+    """End the process as ``sys.exit(code)`` would, but without the interpreter's teardown:
+    freeing a big catalog's objects one by one took 25-35 ms after a materialize. Everything
+    holofs writes is closed by then; the standard streams are flushed here. If a thread is
+    still running (none should be), the normal exit joins it instead."""
+    import threading
+
+    if threading.active_count() > 1:
+        sys.exit(code)
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    import contextlib
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: what was lost is lost either way
+            stream.flush()
+    logging = sys.modules.get("logging")
+    if logging is not None:
+        logging.shutdown()
+    os._exit(code)
