@@ -13,6 +13,13 @@ without locks: the worst race makes two of them hash the same blob. When the log
 duplicate lines it is rewritten (deduplicated) by an atomic rename; lines another process
 appends to the old file meanwhile are lost, which again only costs a second hash. The
 directory is private (0700), the log 0600.
+
+Keys of blob files that are gone (a replaced library, a filesystem image that no longer
+exists) would make the log grow without end, and every trusted run reads all of it: once the
+log is over ``PRUNE_AT_BYTES`` and twice its size after the last pruning (kept in
+``verified/pruned``), it is rewritten without duplicate lines, without keys of block devices
+that no filesystem is mounted from any more, and with the newest ``MAX_KEYS`` at most. A key
+dropped wrongly only means hashing that blob once more.
 """
 
 from __future__ import annotations
@@ -26,10 +33,12 @@ from pathlib import Path
 from .fsutil import part_name
 
 LOG_NAME = "log"
+PRUNED_NAME = "pruned"
 FLUSH_EVERY = 256
-# Rewrite the log once it holds this many lines more than distinct keys (duplicates from
-# concurrent runs, stale keys of replaced blobs are kept: they are few).
-COMPACT_SLACK = 50_000
+PRUNE_AT_BYTES = 8 << 20
+"""A log smaller than this (~70k keys) is never pruned."""
+MAX_KEYS = 300_000
+"""The most keys a pruned log keeps (the newest; ~36 MB)."""
 _APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
@@ -109,8 +118,8 @@ class VerifiedStore:
             if not self._loaded:
                 self._read_new()
                 self._loaded = True
-                if self._lines > len(self._keys) + COMPACT_SLACK:
-                    self._compact()
+                if self._prune_due(self._offset):
+                    self._prune()
 
     def is_verified_stat(self, digest: str, st: os.stat_result) -> bool:
         """True if ``digest`` was verified for exactly this blob file (by its stat)."""
@@ -145,6 +154,8 @@ class VerifiedStore:
         except OSError:
             data = b""
         with self._lock:  # and the lines not written yet
+            if self._prune_due(len(data)):
+                data = self._prune(data)
             pending = "".join(f"{key}\n" for key in self._pending).encode("ascii")
         return data[: data.rfind(b"\n") + 1] + pending
 
@@ -207,22 +218,51 @@ class VerifiedStore:
         private_dir(Path(self.root))
         self._root_made = True
 
-    def _compact(self) -> None:
-        """Rewrite the log with each key once (atomic rename)."""
+    def _prune_due(self, size: int) -> bool:
+        """True if a log of ``size`` bytes is big and has doubled since it was last pruned."""
+        if size < PRUNE_AT_BYTES:
+            return False
+        try:
+            with open(os.path.join(self.root, PRUNED_NAME), "rb") as f:
+                last = int(f.read(32) or 0)
+        except (OSError, ValueError):
+            last = 0
+        return size >= 2 * last
+
+    def _prune(self, data: bytes | None = None) -> bytes:
+        """Rewrite the log (atomic rename) as described in the module docstring; return what it
+        holds now. ``data``: the log's bytes if already read. Caller holds the lock."""
+        if data is None:
+            try:
+                with open(self.path, "rb") as f:
+                    data = f.read()
+            except OSError:
+                return b""
+        lines = data[: data.rfind(b"\n") + 1].decode("ascii", "replace").splitlines()
+        keep = list(dict.fromkeys(reversed(lines)))  # newest first, each key once
+        mounted = mounted_devices()
+        if mounted is not None:
+            keep = [k for k in keep if _may_be_mounted(_key_device(k), mounted)]
+        keep = keep[:MAX_KEYS][::-1]
+        body = "".join(f"{k}\n" for k in keep).encode("ascii")
         tmp = part_name(self.path)
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             try:
-                os.write(fd, "".join(k + "\n" for k in self._keys).encode("ascii"))
+                os.write(fd, body)
             finally:
                 os.close(fd)
             os.replace(tmp, self.path)
             st = os.stat(self.path)
-            self._ino, self._offset = st.st_ino, st.st_size
-            self._lines = len(self._keys)
+            _write_small(os.path.join(self.root, PRUNED_NAME), b"%d" % len(body))
         except OSError:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+            return data
+        if self._loaded:
+            self._keys = set(keep) | set(self._pending)
+            self._ino, self._offset, self._lines = st.st_ino, st.st_size, len(keep)
+        return body
 
     # -- path-based API --------------------------------------------------------------
 
@@ -241,6 +281,41 @@ class VerifiedStore:
     def mark_verified(self, digest: str, blob_path: str | os.PathLike[str]) -> None:
         """Record that ``blob_path`` (as it is now) hashes to ``digest``."""
         self.mark_verified_stat(digest, os.stat(blob_path))
+
+
+def mounted_devices() -> set[int] | None:
+    """``st_dev`` of every mounted filesystem (from /proc/self/mountinfo), None where unknown."""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            fields = [line.split(maxsplit=3)[2] for line in f]
+        return {os.makedev(*map(int, field.split(":"))) for field in fields}
+    except (OSError, ValueError, IndexError, TypeError):
+        return None
+
+
+def _may_be_mounted(dev: int, mounted: set[int]) -> bool:
+    """False only for a block device's number that no mounted filesystem has (a removed disk,
+    a detached loop image). Files on btrfs, tmpfs, NFS or FUSE report anonymous devices (major
+    0) that mountinfo does not always list (a btrfs subvolume's): those are kept."""
+    return dev >= 0 and (os.major(dev) == 0 or dev in mounted)
+
+
+def _key_device(key: str) -> int:
+    parts = key.split(" ", 2)
+    try:
+        return int(parts[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+def _write_small(path: str, data: bytes) -> None:
+    tmp = part_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
 
 
 def default_store() -> VerifiedStore:

@@ -345,7 +345,7 @@ def test_verified_store_sees_other_writers_and_compacts(tmp_path, monkeypatch):
     # duplicates (e.g. from concurrent runs) are squeezed out when a store loads a bloated log
     log = tmp_path / "cache" / "verified" / "log"
     log.write_text(log.read_text() * 40)
-    monkeypatch.setattr(verification, "COMPACT_SLACK", 10)
+    monkeypatch.setattr(verification, "PRUNE_AT_BYTES", 1000)
     store = VerifiedStore(tmp_path / "cache")
     assert not store.needs_check(f"{3:064x}", blobs[3], VerifyPolicy.TRUSTED)
     assert len(log.read_text().splitlines()) == len(blobs)
@@ -354,6 +354,45 @@ def test_verified_store_sees_other_writers_and_compacts(tmp_path, monkeypatch):
     with open(log, "a") as f:
         f.write(f"{9:064x} 1 2")
     assert VerifiedStore(tmp_path / "cache").needs_check(f"{9:064x}", blobs[4], VerifyPolicy.TRUSTED)
+
+
+def test_verified_store_prunes_keys_of_gone_filesystems(tmp_path, monkeypatch):
+    """A log that grew (keys of loop images long detached, duplicates) is rewritten once it is
+    big and has doubled since the last pruning, by the native fast path's read too: keys of
+    mounted filesystems and of anonymous devices (btrfs, tmpfs) stay, the newest MAX_KEYS at most."""
+    from holofs import verification
+    from holofs.verification import VerifiedStore
+
+    blob = tmp_path / "blob"
+    blob.write_bytes(b"content")
+    live = verification.blob_key("ab" * 32, os.stat(blob))
+    mounted = verification.mounted_devices()
+    gone = next(os.makedev(7, m) for m in range(200, 4000) if os.makedev(7, m) not in mounted)
+    anon = os.makedev(0, 4000)
+    stale = [f"{i:064x} {gone} {i} 1 2 3" for i in range(300)]
+    kept_anon = f"{'cd' * 32} {anon} 5 1 2 3"
+    root = tmp_path / "cache" / "verified"
+    root.mkdir(parents=True, mode=0o700)
+    log = root / "log"
+    log.write_text("".join(f"{k}\n" for k in [*stale, live, kept_anon, live] * 3))
+    monkeypatch.setattr(verification, "PRUNE_AT_BYTES", 1000)
+    data = VerifiedStore(tmp_path / "cache").log_bytes()
+    assert data.decode().splitlines() == [kept_anon, live] == log.read_text().splitlines()
+    assert (root / "pruned").read_text() == str(log.stat().st_size)
+    # not again until it has doubled since: one more line stays, three more make it prune
+    monkeypatch.setattr(verification, "PRUNE_AT_BYTES", 100)
+    with open(log, "a") as f:
+        f.write(stale[0] + "\n")
+    assert len(VerifiedStore(tmp_path / "cache").log_bytes().splitlines()) == 3
+    with open(log, "a") as f:
+        f.write(stale[1] + "\n" + stale[2] + "\n")
+    assert VerifiedStore(tmp_path / "cache").log_bytes().decode().splitlines() == [kept_anon, live]
+    # the cap keeps the newest keys
+    monkeypatch.setattr(verification, "MAX_KEYS", 1)
+    log.write_text("".join(f"{k}\n" for k in [live] * 40 + [kept_anon] * 40))
+    store = VerifiedStore(tmp_path / "cache")
+    assert not store.is_verified_key(live) and store.is_verified_key(kept_anon)
+    assert log.read_text().splitlines() == [kept_anon]
 
 
 def test_verified_store_many_processes(tmp_path):
