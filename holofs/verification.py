@@ -37,6 +37,8 @@ PRUNED_NAME = "pruned"
 FLUSH_EVERY = 256
 PRUNE_AT_BYTES = 8 << 20
 """A log smaller than this (~70k keys) is never pruned."""
+SNAPSHOT_LOOKUPS = 16
+"""Lookups answered from the bytes log_bytes read before the record is loaded into a set."""
 MAX_KEYS = 300_000
 """The most keys a pruned log keeps (the newest; ~36 MB)."""
 _APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
@@ -76,6 +78,8 @@ class VerifiedStore:
         self._offset = 0  # bytes of it consumed (whole lines only)
         self._lines = 0
         self._pending: list[str] = []
+        self._snapshot: bytes | None = None  # the log as log_bytes read it (not loaded into the set)
+        self._snapshot_lookups = 0
         self._root_made = False
         self._lock = threading.Lock()
 
@@ -127,12 +131,25 @@ class VerifiedStore:
 
     def is_verified_key(self, key: str) -> bool:
         """True if the blob identity ``key`` (:func:`blob_key`) is recorded."""
+        if self._use_snapshot():
+            line = f"{key}\n".encode("ascii", "replace")
+            snap = self._snapshot or b""
+            return snap.startswith(line) or b"\n" + line in snap or key in self._pending
         self._ensure_loaded()
         if key in self._keys:
             return True
         with self._lock:  # perhaps another process verified it since we read the log
             self._read_new()
             return key in self._keys
+
+    def _use_snapshot(self) -> bool:
+        """After :meth:`log_bytes`, answer the first few lookups by searching its bytes: loading
+        a big record into a set (~150 ms for 200k keys) would cost a restore whose native fast
+        path left only a few files for the general path more than it does."""
+        if self._loaded or self._snapshot is None or self._snapshot_lookups >= SNAPSHOT_LOOKUPS:
+            return False
+        self._snapshot_lookups += 1
+        return True
 
     def unverified_keys(self, keys: list[str]) -> set[str]:
         """Those of ``keys`` not recorded (one pass for a whole tree's blobs)."""
@@ -156,8 +173,11 @@ class VerifiedStore:
         with self._lock:  # and the lines not written yet
             if self._prune_due(len(data)):
                 data = self._prune(data)
+            data = data[: data.rfind(b"\n") + 1]
+            if not self._loaded:
+                self._snapshot = data
             pending = "".join(f"{key}\n" for key in self._pending).encode("ascii")
-        return data[: data.rfind(b"\n") + 1] + pending
+        return data + pending
 
     def needs_check_stat(self, digest: str, st: os.stat_result, policy: VerifyPolicy) -> bool:
         return self.needs_check_key(blob_key(digest, st), policy)
@@ -177,11 +197,14 @@ class VerifiedStore:
 
     def mark_verified_key(self, key: str) -> None:
         """Record the blob identity ``key`` (:func:`blob_key`) as verified."""
-        self._ensure_loaded()
+        snapshot = self._snapshot is not None and not self._loaded  # no set to check against
+        if not snapshot:
+            self._ensure_loaded()
         with self._lock:
-            if key in self._keys:
+            if key in self._keys or (snapshot and key in self._pending):
                 return
-            self._keys.add(key)
+            if not snapshot:
+                self._keys.add(key)
             self._pending.append(key)
             if self.buffered and len(self._pending) < FLUSH_EVERY:
                 return
