@@ -33,7 +33,7 @@
  *
  * decode_file(src_fd, blob_size, dst_fd, size, sha256, ident, offsets) -> bytes | None
  *   One compressed blob (gzip members or a zstd frame, blob_size bytes read from offset 0 of
- *   src_fd) decoded into dst_fd (written at offset 0): exactly `size` bytes, `ident` written at
+ *   src_fd) decoded into dst_fd (the caller's new, empty file): exactly `size` bytes, `ident` written at
  *   each offset of the tuple `offsets` (the caller checks the ranges). With sha256=True it
  *   returns the SHA-256 of the decoded content as recorded (before relocation), else b"".
  *   None when it cannot do it here (not a format known here, corrupt, another size, bigger
@@ -314,6 +314,8 @@ static int write_all(int fd, const unsigned char *buf, size_t n) {
             continue;
         if (w < 0)
             return errno;
+        if (w == 0)
+            return EIO;
         done += (size_t)w;
     }
     return 0;
@@ -615,16 +617,8 @@ static PyObject *decode_file(PyObject *Py_UNUSED(self), PyObject *args) {
 #endif
         for (Py_ssize_t k = 0; decoded && k < noffs; k++)
             memcpy(out + offs[k], ident, (size_t)ident_len);
-        size_t done = 0;
-        while (decoded && !err && done < want) {
-            ssize_t w = pwrite(dst, out + done, want - done, (off_t)done);
-            if (w < 0 && errno != EINTR)
-                err = errno;
-            else if (w == 0)
-                err = EIO;
-            else if (w > 0)
-                done += (size_t)w;
-        }
+        if (decoded)
+            err = write_all(dst, out, want);
     }
     if (c != NULL)
         shrink_codec(c);

@@ -9,28 +9,27 @@ The record is one append-only log per cache, ``<cache>/verified/log``: a line pe
 blob file holding its key. A process reads it once into a set and appends its own lines
 (``O_APPEND``, one ``write`` per batch of whole lines, so concurrent writers never interleave
 within a line); on a miss it reads what others appended since. Several processes share it
-without locks: the worst race makes two of them hash the same blob. When the log holds many
-duplicate lines it is rewritten (deduplicated) by an atomic rename; lines another process
-appends to the old file meanwhile are lost, which again only costs a second hash. The
-directory is private (0700), the log 0600.
+without locks: the worst race makes two of them hash the same blob. The directory is private
+(0700), the log 0600.
 
-Keys of blob files that are gone (a replaced library, a filesystem image that no longer
-exists) would make the log grow without end, and every trusted run reads all of it: once the
-log is over ``PRUNE_AT_BYTES`` and twice its size after the last pruning (kept in
-``verified/pruned``), it is rewritten without duplicate lines, without keys of block devices
-that no filesystem is mounted from any more, and with the newest ``MAX_KEYS`` at most. A key
-dropped wrongly only means hashing that blob once more.
+Duplicate lines and keys of blob files that are gone (a replaced library, a filesystem image
+that no longer exists) would make the log grow without end, and every trusted run reads all
+of it: once the log is over ``PRUNE_AT_BYTES`` and twice its size after the last pruning (kept
+in ``verified/pruned``), it is rewritten by an atomic rename without duplicate lines, without
+keys of block devices that no filesystem is mounted from any more, and with the newest
+``MAX_KEYS`` at most. Lines another process appends to the old file meanwhile are lost; a key
+lost or dropped wrongly only means hashing that blob once more.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 from enum import StrEnum
 from pathlib import Path
 
-from .fsutil import part_name
+from .errors import HolofsError
+from .fsutil import atomic_write_bytes
 
 LOG_NAME = "log"
 PRUNED_NAME = "pruned"
@@ -268,19 +267,11 @@ class VerifiedStore:
             keep = [k for k in keep if _may_be_mounted(_key_device(k), mounted)]
         keep = keep[:MAX_KEYS][::-1]
         body = "".join(f"{k}\n" for k in keep).encode("ascii")
-        tmp = part_name(self.path)
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            try:
-                os.write(fd, body)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
+            atomic_write_bytes(self.path, body, mode=0o600)
             st = os.stat(self.path)
-            _write_small(os.path.join(self.root, PRUNED_NAME), b"%d" % len(body))
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            atomic_write_bytes(os.path.join(self.root, PRUNED_NAME), b"%d" % len(body), mode=0o600)
+        except (OSError, HolofsError):  # e.g. a full disk: the record stays as it was
             return data
         if self._loaded:
             self._keys = set(keep) | set(self._pending)
@@ -329,16 +320,6 @@ def _key_device(key: str) -> int:
         return int(parts[1])
     except (IndexError, ValueError):
         return -1
-
-
-def _write_small(path: str, data: bytes) -> None:
-    tmp = part_name(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def default_store() -> VerifiedStore:
