@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import subprocess
 import sys
@@ -189,6 +190,45 @@ def wait_for_index(cache: Path | None, timeout: float = 30.0) -> None:
         time.sleep(0.02)
 
 
+REQUEST_FILE = "lib/python3.11/site-packages/numpy/__init__.py"
+REQUEST_LOOPS = 5000
+
+
+def request_costs(mounter: Mounter, catalog: Path, native: Path, results: list[Timing]) -> None:
+    """Wall time per open+close of one cached file and per ``os.listdir`` of its directory, through
+    a ``--read-only`` mount (no overlay) and on the native tree, and the daemon's CPU time per
+    operation (from /proc/<pid>/stat): what every FUSE round trip costs once the cache is warm."""
+    rel = next((p for p in (REQUEST_FILE,) if (native / p).is_file()), None)
+    if rel is None:
+        rel = next(str(p.relative_to(native)) for p in native.rglob("__init__.py"))
+    mounter.mount(catalog, args=("--read-only",))
+    try:
+        record = json.loads(next((mounter.cache / "mounts").glob("*/mount.json")).read_text())
+        pid = int(record["pid"])
+
+        def cpu() -> float:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+        for root, where in ((mounter.mountpoint, "mount"), (native, "native")):
+            path = root / rel
+            for label, op, n in (("open+close", lambda p=path: os.close(os.open(p, os.O_RDONLY)), REQUEST_LOOPS),
+                                 ("listdir", lambda d=path.parent: os.listdir(d), REQUEST_LOOPS // 10)):
+                op()
+                c0, t0 = cpu(), time.perf_counter()
+                for _ in range(n):
+                    op()
+                t = Timing(f"request {label}, {where}: µs per operation")
+                t.samples.append((time.perf_counter() - t0) / n * 1e6)
+                if where == "mount":
+                    t.extra["daemon_cpu_us"] = (cpu() - c0) / n * 1e6
+                results.append(t)
+                log(f"  {t.name}: {t.samples[0]:.1f}" + (f" (daemon CPU {t.extra['daemon_cpu_us']:.1f})"
+                                                          if where == "mount" else ""))
+    finally:
+        mounter.umount()
+
+
 def remove_pycache(root: Path) -> None:
     run(["find", os.fspath(root), "-xdev", "-name", "__pycache__", "-type", "d", "-prune", "-exec", "rm", "-rf",
          "{}", "+"])
@@ -207,6 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--small", action="store_true", help="use the --small corpus (quick run)")
     ap.add_argument("--runs", type=int, default=3, help="runs per measurement; the median is reported")
     ap.add_argument("--lib", default="gzip", choices=["gzip", "zstd", "none"], help="hololib encoding to mount")
+    ap.add_argument("--ready-runs", type=int, default=0, help="mount-ready rounds (default: --runs)")
+    ap.add_argument("--no-requests", dest="requests", action="store_false",
+                    help="skip the per-request cost loop (open+close, listdir through the mount)")
+    ap.add_argument("--no-interpreter", dest="interpreter", action="store_false",
+                    help="skip the interpreter workloads (mount-ready and request costs only)")
     ap.add_argument("--warm-runs", type=int, default=3, help="warm runs after each cold run (all are samples)")
     ap.add_argument("--subset-files", type=int, default=16000, help="files in the generated catalog")
     ap.add_argument("--drop-caches", action="store_true", help="drop the page cache before every cold run")
@@ -250,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             # cache again, where the first mount left the parsed catalog (holofs/catalog_index.py)
             vis, ret = Timing(f"mount visible: {label}"), Timing(f"mount command returned: {label}")
             rvis = Timing(f"mount visible, repeat mount (same --cache): {label}")
-            for _ in range(args.runs):
+            for _ in range(args.ready_runs or args.runs):
                 v, r = mounter.mount(cat)
                 vis.samples.append(v)
                 ret.samples.append(r)
@@ -261,67 +306,72 @@ def main(argv: list[str] | None = None) -> int:
                 f"repeat mount {fmt_s(rvis.median)} s")
             results += [vis, ret, rvis]
 
-        # -- 2. interpreter on mount / materialized tree / original venv
-        log("warming the matplotlib font cache (shared by all variants)")
-        run([native / "bin" / "python", "-c", "import matplotlib.pyplot"] if "matplotlib" in modules
-            else [native / "bin" / "python", "-c", "pass"], env=env)
-        variants: dict[str, Path] = {"mount": mountpoint, "mount + PYTHONPYCACHEPREFIX": mountpoint,
-                                     "mount --no-prefetch": mountpoint, "native (original venv)": native,
-                                     NATIVE_PREFIX: native}
-        pycache_prefix = pwork / "pycache-prefix"
-        if "materialize" in commands:
-            rmtree(materialized)
-            t0 = time.perf_counter()
-            run([tool("holofs"), "materialize", catalog, materialized])
-            info["materialize_s"] = time.perf_counter() - t0
-            variants["materialized tree"] = materialized
-        else:
-            notes.append("holofs materialize not available: the materialized-tree variant was skipped")
+        # -- 1b. the daemon's cost per request: open+close of one cached file, a listing of its directory
+        if args.requests:
+            request_costs(mounter, catalog, native, results)
 
-        def prepare(variant: str) -> None:
-            rmtree(pycache_prefix)
-            if variant.startswith("mount"):
-                mounter.mount(catalog, args=("--no-prefetch",) if "no-prefetch" in variant else ())
+        if args.interpreter:
+            # -- 2. interpreter on mount / materialized tree / original venv
+            log("warming the matplotlib font cache (shared by all variants)")
+            run([native / "bin" / "python", "-c", "import matplotlib.pyplot"] if "matplotlib" in modules
+                else [native / "bin" / "python", "-c", "pass"], env=env)
+            variants: dict[str, Path] = {"mount": mountpoint, "mount + PYTHONPYCACHEPREFIX": mountpoint,
+                                         "mount --no-prefetch": mountpoint, "native (original venv)": native,
+                                         NATIVE_PREFIX: native}
+            pycache_prefix = pwork / "pycache-prefix"
+            if "materialize" in commands:
+                rmtree(materialized)
+                t0 = time.perf_counter()
+                run([tool("holofs"), "materialize", catalog, materialized])
+                info["materialize_s"] = time.perf_counter() - t0
+                variants["materialized tree"] = materialized
             else:
-                remove_pycache(variants[variant])
-            if args.drop_caches and not drop_caches():
-                notes.append("page cache could not be dropped (not permitted here)")
+                notes.append("holofs materialize not available: the materialized-tree variant was skipped")
 
-        def one(variant: str, wl: str) -> float:
-            py = variants[variant] / "bin" / "python"
-            venv = dict(env, PYTHONPYCACHEPREFIX=os.fspath(pycache_prefix)) if "PYCACHEPREFIX" in variant else env
-            t0 = time.perf_counter()
-            run([py, *workloads[wl]], env=venv, timeout=TIMEOUT, cwd=pwork)
-            return time.perf_counter() - t0
+            def prepare(variant: str) -> None:
+                rmtree(pycache_prefix)
+                if variant.startswith("mount"):
+                    mounter.mount(catalog, args=("--no-prefetch",) if "no-prefetch" in variant else ())
+                else:
+                    remove_pycache(variants[variant])
+                if args.drop_caches and not drop_caches():
+                    notes.append("page cache could not be dropped (not permitted here)")
 
-        # Rounds interleave the variants (the machine's speed drifts over minutes: a variant
-        # measured all at once would carry that drift into its ratio); each cold run is
-        # followed by --warm-runs warm ones.
-        for wl in workloads:
-            timings = {}
-            for variant in variants:
-                cold, warm = Timing(f"{wl} cold: {variant}"), Timing(f"{wl} warm: {variant}")
-                cold.extra.update(workload=wl, variant=variant, state="cold")
-                warm.extra.update(workload=wl, variant=variant, state="warm")
-                timings[variant] = (cold, warm)
-            for _ in range(args.runs):
+            def one(variant: str, wl: str) -> float:
+                py = variants[variant] / "bin" / "python"
+                venv = dict(env, PYTHONPYCACHEPREFIX=os.fspath(pycache_prefix)) if "PYCACHEPREFIX" in variant else env
+                t0 = time.perf_counter()
+                run([py, *workloads[wl]], env=venv, timeout=TIMEOUT, cwd=pwork)
+                return time.perf_counter() - t0
+
+            # Rounds interleave the variants (the machine's speed drifts over minutes: a variant
+            # measured all at once would carry that drift into its ratio); each cold run is
+            # followed by --warm-runs warm ones.
+            for wl in workloads:
+                timings = {}
+                for variant in variants:
+                    cold, warm = Timing(f"{wl} cold: {variant}"), Timing(f"{wl} warm: {variant}")
+                    cold.extra.update(workload=wl, variant=variant, state="cold")
+                    warm.extra.update(workload=wl, variant=variant, state="warm")
+                    timings[variant] = (cold, warm)
+                for _ in range(args.runs):
+                    for variant, (cold, warm) in timings.items():
+                        if cold.error:
+                            continue
+                        try:
+                            prepare(variant)
+                            cold.samples.append(one(variant, wl))
+                            warm.samples.extend(one(variant, wl) for _ in range(args.warm_runs))
+                        except Exception as exc:
+                            cold.error = str(exc)[:600]
+                            log(f"  FAILED {wl} {variant}: {cold.error}")
+                        finally:
+                            if variant.startswith("mount"):
+                                mounter.umount()
                 for variant, (cold, warm) in timings.items():
-                    if cold.error:
-                        continue
-                    try:
-                        prepare(variant)
-                        cold.samples.append(one(variant, wl))
-                        warm.samples.extend(one(variant, wl) for _ in range(args.warm_runs))
-                    except Exception as exc:
-                        cold.error = str(exc)[:600]
-                        log(f"  FAILED {wl} {variant}: {cold.error}")
-                    finally:
-                        if variant.startswith("mount"):
-                            mounter.umount()
-            for variant, (cold, warm) in timings.items():
-                log(f"  {wl} {variant}: cold {fmt_s(cold.median)} s, warm {fmt_s(warm.median)} s")
-                results += [cold, warm]
-        remove_pycache(native)
+                    log(f"  {wl} {variant}: cold {fmt_s(cold.median)} s, warm {fmt_s(warm.median)} s")
+                    results += [cold, warm]
+            remove_pycache(native)
     finally:
         mounter.umount()
         rmtree(materialized)
