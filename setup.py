@@ -24,5 +24,8 @@ if sys.platform.startswith("linux"):
               if _has_header(header)]
     ext_modules.append(Extension("holofs._native", ["holofs/_native.c"], optional=True, extra_compile_args=["-O2"],
                                  libraries=[lib for lib, _ in codecs], define_macros=[(m, "1") for _, m in codecs]))
+    if _has_header("fuse3/fuse_lowlevel.h"):  # built against the libfuse headers pyfuse3 builds against
+        ext_modules.append(Extension("holofs._fuseshim", ["holofs/_fuseshim.c"], optional=True,
+                                     extra_compile_args=["-O2"], include_dirs=["/usr/include/fuse3"]))
 
 setup(ext_modules=ext_modules)

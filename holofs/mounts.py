@@ -50,6 +50,7 @@ class MountOptions:
     read_only: bool = False
     upper: str | None = None
     prefetch: bool = True
+    kernel_opens: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +186,7 @@ def serve_foreground(opts: MountOptions, *, on_ready: Any = None, preloaded: Any
         nonlocal stats_seq
         stats_seq += 1
         _write_json(rundir / "stats.json", {"seq": stats_seq, "open_handles": tree.open_handles,
+                                            "kernel_opens": mount.ops.kernel_opens, "inode_fds": tree.inode_fds,
                                             "requests": dict(mount.ops.requests), **filler.fill_stats()})
 
     import trio
@@ -204,7 +206,8 @@ def serve_foreground(opts: MountOptions, *, on_ready: Any = None, preloaded: Any
         with contextlib.suppress(OSError):
             os.rmdir(fuse_point)  # a leftover from a killed daemon (stale mounts are cleaned by umount)
         os.makedirs(fuse_point, mode=0o700, exist_ok=True)
-    mount = FuseMount(tree, fuse_point, allow_other=opts.allow_other, on_stats=dump_stats)
+    mount = FuseMount(tree, fuse_point, allow_other=opts.allow_other, on_stats=dump_stats,
+                      kernel_opens=opts.kernel_opens)
     try:
         mount.__enter__()
     except RuntimeError as exc:
@@ -217,6 +220,7 @@ def serve_foreground(opts: MountOptions, *, on_ready: Any = None, preloaded: Any
             "target_identity": relocation.target.decode(), "log": os.fspath(rundir / "holofs.log"),
             "started": time.time(), "verify": opts.verify, "allow_other": opts.allow_other,
             "relocate_name_only": opts.relocate_name_only, "writable": layer is not None, "prefetch": opts.prefetch,
+            "kernel_opens": opts.kernel_opens,
             "lower": fuse_point if layer is not None else None,
             "upper": os.fspath(layer.root) if layer is not None else None,
         }

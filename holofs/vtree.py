@@ -23,7 +23,9 @@ files that an interpreter loads (modules and shared libraries, see :func:`worth_
 at most ``PREFETCH_MAX_SIZE`` bytes each) for background worker threads, so that a program
 walking a package (an interpreter importing it) finds the next files ready; a
 foreground open of a file being prefetched waits for that one fill instead of starting its
-own. Handles are allocated through :meth:`VirtualTree.add_handle`.
+own. Handles are allocated through :meth:`VirtualTree.add_handle`. A frontend whose kernel
+reads without opening (see :mod:`holofs.frontends.fuse_shim`) uses :meth:`VirtualTree.read_inode`
+and :meth:`VirtualTree.fill` instead: one cache fd is kept per inode read lately.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import stat
 import threading
 from array import array
 from bisect import bisect_left
+from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -51,6 +54,8 @@ log = logging.getLogger("holofs.vtree")
 ROOT_INO = 1
 PREFETCH_MAX_SIZE = 1 << 20
 PREFETCH_THREADS = 2
+INODE_FDS_MAX = 512
+"""Cache fds kept open for reads that come without an open (least recently used closed first)."""
 PREFETCH_SUFFIXES = (".py", ".so", ".pyd", ".pth", ".dll", ".dylib")
 """What an interpreter opens while importing (type stubs, headers, data and docs it does not:
 filling those cost a cold import as much CPU as it saved waiting)."""
@@ -157,6 +162,7 @@ class VirtualTree:
         self.prefetch = prefetch
         self._prefetched_dirs: set[int] = set()
         self._prefetcher: ThreadPoolExecutor | None = None
+        self._inode_fds: OrderedDict[int, int] = OrderedDict()
 
     # -- construction ---------------------------------------------------------------------
 
@@ -329,6 +335,49 @@ class VirtualTree:
             self._prefetch_siblings(ino)
         return self.add_handle(ino, self.source.open(entry))  # type: ignore[union-attr]
 
+    # -- reads without an open (the kernel keeps opens to itself) ------------------------------
+    # inode_fd/keep_inode_fd/read_inode keep one fd per inode; call them from one thread only
+    # (the frontend's loop): an fd is never closed while another thread reads from it.
+
+    def inode_fd(self, ino: int) -> int | None:
+        """The fd kept for reading ``ino``, or one opened now if its content is in the cache
+        (never blocks on a fill; None: :meth:`fill` it in a worker thread, then keep it)."""
+        fd = self._inode_fds.get(ino)
+        if fd is not None:
+            self._inode_fds.move_to_end(ino)
+            return fd
+        fd = self.source.open_cached(self._entry_for_open(ino, os.O_RDONLY))  # type: ignore[union-attr]
+        return None if fd is None else self.keep_inode_fd(ino, fd)
+
+    def fill(self, ino: int) -> int:
+        """A new fd of ``ino``'s content, materialized into the cache first if needed (blocks; any
+        thread; with ``prefetch``, queues the rest of its directory)."""
+        entry = self._entry_for_open(ino, os.O_RDONLY)
+        if self.prefetch:
+            self._prefetch_siblings(ino)
+        return self.source.open(entry)  # type: ignore[union-attr]
+
+    def keep_inode_fd(self, ino: int, fd: int) -> int:
+        """Keep ``fd`` (now owned here) for reading ``ino``; returns the fd to read from (the one
+        kept already, if another fill got there first)."""
+        kept = self._inode_fds.get(ino)
+        if kept is not None:
+            os.close(fd)
+            return kept
+        self._inode_fds[ino] = fd
+        while len(self._inode_fds) > INODE_FDS_MAX:
+            os.close(self._inode_fds.popitem(last=False)[1])
+        return fd
+
+    def read_inode(self, ino: int, offset: int, size: int) -> bytes | None:
+        """``size`` bytes of ``ino`` at ``offset`` if its content is at hand, else None."""
+        fd = self.inode_fd(ino)
+        return None if fd is None else os.pread(fd, size, offset)
+
+    @property
+    def inode_fds(self) -> int:
+        return len(self._inode_fds)
+
     # -- read-ahead -------------------------------------------------------------------------
 
     def _prefetch_siblings(self, ino: int) -> None:
@@ -390,6 +439,8 @@ class VirtualTree:
             self._prefetcher.shutdown(wait=False, cancel_futures=True)
         with self._handle_lock:
             handles, self._handles = self._handles, {}
-        for _ino, fd in handles.values():
+        fds = [fd for _ino, fd in handles.values()] + list(self._inode_fds.values())
+        self._inode_fds.clear()
+        for fd in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)

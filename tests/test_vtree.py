@@ -217,3 +217,38 @@ def test_first_miss_in_a_directory_prefetches_its_small_files(tmp_path: Path) ->
             tree.release(handle)
         assert sum(filler.fills.values()) == 20 and max(filler.fills.values()) == 1  # each filled once
         tree.close()
+
+
+def test_reads_by_inode_keep_one_fd_each_and_close_the_oldest(rcc_catalog: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The no-open read path: read_inode answers None until the file is filled; fill + keep give
+    the content; a second fill of the same inode closes its own fd and keeps the first; past
+    INODE_FDS_MAX the least recently read inode's fd is closed; close() closes the rest."""
+    import holofs.vtree as vtree_mod
+
+    tree, expected = _tree_for(rcc_catalog, tmp_path, "h59acff1_493f813dad24d3X")
+    files = sorted((path, entry) for path, entry in expected.items() if entry[0] == "file" and entry[2])[:3]
+    assert len(files) == 3
+    monkeypatch.setattr(vtree_mod, "INODE_FDS_MAX", 2)
+    inos = [tree.lookup_path(path).ino for path, _ in files]
+    assert tree.read_inode(inos[0], 0, 1 << 20) is None  # not in the cache yet: no blocking work here
+    kept = tree.keep_inode_fd(inos[0], tree.fill(inos[0]))
+    spare = tree.fill(inos[0])  # a concurrent fill of the same file
+    assert tree.keep_inode_fd(inos[0], spare) == kept
+    with pytest.raises(OSError):
+        os.fstat(spare)  # closed: the first fd stays the one read from
+    assert tree.read_inode(inos[0], 0, 1 << 20) == files[0][1][4]
+    tree.keep_inode_fd(inos[1], tree.fill(inos[1]))
+    tree.keep_inode_fd(inos[2], tree.fill(inos[2]))  # the third: the oldest (inos[0]) is closed
+    assert tree.inode_fds == 2
+    with pytest.raises(OSError):
+        os.fstat(kept)
+    for (path, entry), ino in zip(files, inos, strict=True):
+        assert tree.read_inode(ino, 0, 1 << 20) == entry[4], path  # inos[0] reopened from the cache
+    assert tree.read_inode(inos[0], 1, 3) == files[0][1][4][1:4]
+    fds = list(tree._inode_fds.values())
+    tree.close()
+    assert tree.inode_fds == 0
+    for fd in fds:
+        with pytest.raises(OSError):
+            os.fstat(fd)

@@ -91,7 +91,9 @@ def reset_cmd(directory: str, cache: str | None, upper: str | None, as_json: boo
                                cache=os.fspath(cache_root), verify=record.get("verify", "trusted"),
                                allow_other=bool(record.get("allow_other")),
                                relocate_name_only=bool(record.get("relocate_name_only")),
-                               read_only=not record.get("writable", True), upper=upper)
+                               read_only=not record.get("writable", True), upper=upper,
+                               prefetch=bool(record.get("prefetch", True)),
+                               kernel_opens=bool(record.get("kernel_opens", True)))
         unmount(target, cache=cache_root)
     dropped = drop_layer(dirs)
     info = mount_daemon(remount) if remount is not None else None

@@ -28,10 +28,13 @@ def register(group: click.Group) -> None:
               help="Directory of the writable layer (default: under the cache, keyed by the mount point).")
 @click.option("--prefetch/--no-prefetch", default=True, show_default=True,
               help="On the first miss in a directory, fill its other small files in the background.")
+@click.option("--kernel-opens/--daemon-opens", default=True, show_default=True,
+              help="Leave opens, closes and directory listings the kernel has seen to the kernel; "
+                   "--daemon-opens sends each one to the daemon (slower; for comparison).")
 @click.option("--json", "as_json", is_flag=True, help="Print the mount's details as JSON once ready.")
 def mount_cmd(catalog: str, directory: str | None, hololib: str | None, foreground: bool, cache: str | None,
               verify: str, allow_other: bool, relocate_name_only: bool, read_only: bool, upper: str | None,
-              prefetch: bool, as_json: bool) -> None:
+              prefetch: bool, kernel_opens: bool, as_json: bool) -> None:
     """Mount CATALOG at DIRECTORY (default: the path it was recorded at).
 
     Files are materialized into the cache on first open, with relocation applied, and
@@ -44,7 +47,7 @@ def mount_cmd(catalog: str, directory: str | None, hololib: str | None, foregrou
 
     opts = MountOptions(catalog=catalog, mountpoint=directory, hololib=hololib, cache=cache, verify=verify,
                         allow_other=allow_other, relocate_name_only=relocate_name_only,
-                        read_only=read_only, upper=upper, prefetch=prefetch)
+                        read_only=read_only, upper=upper, prefetch=prefetch, kernel_opens=kernel_opens)
     if foreground:
         def on_ready(mountpoint: str, rundir: object) -> None:
             if as_json:

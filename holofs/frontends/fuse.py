@@ -10,8 +10,14 @@ Thin by design: every handler translates one kernel request into one vtree call.
   (24 h timeouts), missing names too (negative entries, not ENOENT), and open files keep the
   page cache (``keep_cache``): warm reads never reach this process. ``getxattr`` and
   ``listxattr`` answer ENOSYS, after which the kernel stops asking (the tree has no xattrs).
+- Opens stay in the kernel: with :mod:`holofs.frontends.fuse_shim` (built by default), open
+  and opendir are answered ENOSYS once, after which the kernel sends no OPEN/RELEASE/OPENDIR/
+  RELEASEDIR at all, keeps file pages across opens and caches listings itself. Reads and
+  listings then name the inode (``NO_OPEN_FH | ino`` as the handle); the first read of a file
+  fills the cache. Without the shim, every open and close is a round trip here, as pyfuse3
+  does by default.
 - A directory's listing is encoded once (names and entry attributes) and replayed to every
-  later ``readdir`` of it: pyfuse3 cannot ask the kernel to cache listings (FOPEN_CACHE_DIR).
+  later ``readdir`` of it (the kernel's own listing cache needs the shim).
 """
 
 from __future__ import annotations
@@ -25,11 +31,16 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import pyfuse3
-import trio
+from . import fuse_shim
 
-from ..errors import HolofsError, NotFound
-from ..vtree import ROOT_INO, Attr, VirtualTree
+fuse_shim.load()  # before pyfuse3's extension loads, so that it binds to the shim
+
+import pyfuse3  # noqa: E402
+import trio  # noqa: E402
+
+from ..errors import HolofsError, NotFound  # noqa: E402
+from ..vtree import ROOT_INO, Attr, VirtualTree  # noqa: E402
+from .fuse_shim import INODE_MASK, NO_OPEN_FH  # noqa: E402
 
 log = logging.getLogger("holofs.fuse")
 
@@ -113,6 +124,8 @@ class HolofsOperations(pyfuse3.Operations):
         self._negative = _negative_entry()
         self._listings: dict[int, Listing] = {}
         self._listed = 0
+        self.kernel_opens = False
+        """True once the session leaves opens to the kernel (reads then carry NO_OPEN_FH | ino)."""
         assert pyfuse3.ROOT_INODE == ROOT_INO
 
     @fuse_errors
@@ -138,7 +151,7 @@ class HolofsOperations(pyfuse3.Operations):
 
     @fuse_errors
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
-        listing = self._listing(fh)
+        listing = self._listing(fh & INODE_MASK)
         for i in range(start_id, len(listing)):
             name, entry = listing[i]
             if not pyfuse3.readdir_reply(token, name, entry, i + 1):
@@ -169,7 +182,14 @@ class HolofsOperations(pyfuse3.Operations):
 
     @fuse_errors
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        return self.tree.read(fh, off, size)
+        if not fh & NO_OPEN_FH:
+            return self.tree.read(fh, off, size)
+        ino = fh & INODE_MASK
+        data = self.tree.read_inode(ino, off, size)
+        if data is None:  # the first read of a file not in the cache: fill it (once) in a thread
+            fd = await trio.to_thread.run_sync(self.tree.fill, ino, limiter=self.limiter)
+            data = os.pread(self.tree.keep_inode_fd(ino, fd), size, off)
+        return data
 
     @fuse_errors
     async def release(self, fh: int) -> None:
@@ -219,15 +239,20 @@ class FuseMount:
     every open handle."""
 
     def __init__(self, tree: VirtualTree, mountpoint: str, *, allow_other: bool = False,
-                 on_stats: Callable[[], None] | None = None) -> None:
+                 on_stats: Callable[[], None] | None = None, kernel_opens: bool = True) -> None:
         self.tree = tree
         self.mountpoint = mountpoint
         self.allow_other = allow_other
         self.on_stats = on_stats
+        self.kernel_opens = kernel_opens
         self.ops = HolofsOperations(tree)
 
     def __enter__(self) -> FuseMount:
+        fuse_shim.configure(self.kernel_opens)
         pyfuse3.init(self.ops, self.mountpoint, mount_options(allow_other=self.allow_other))
+        self.ops.kernel_opens = fuse_shim.active()
+        if self.kernel_opens and not self.ops.kernel_opens:
+            log.info("holofs._fuseshim is not in use: every open and close goes through the daemon")
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1,0 +1,126 @@
+/* holofs._fuseshim: lets the kernel keep opens, closes and directory listings of a holofs
+ * mount to itself, under pyfuse3.
+ *
+ * The FUSE protocol lets a filesystem answer OPEN and OPENDIR with ENOSYS once: the kernel then
+ * never sends OPEN/RELEASE (or OPENDIR/RELEASEDIR) again, keeps file pages across opens
+ * (FOPEN_KEEP_CACHE) and caches directory listings (FOPEN_CACHE_DIR). A warm run of an
+ * interpreter then costs the daemon nothing for the files and directories it has seen. READ and
+ * READDIR still arrive (for pages or listings not cached yet), with file handle 0 and the inode
+ * number as the only way to tell files apart -- but pyfuse3 hands its handlers the file handle
+ * only, never the inode, so a pyfuse3 filesystem cannot use this by itself.
+ *
+ * This module bridges that. Loaded into the global symbol scope before pyfuse3 (see
+ * holofs.frontends.fuse_shim), it defines fuse_session_new, which pyfuse3's extension then
+ * binds to instead of libfuse's. It copies pyfuse3's operation table, answers open and opendir
+ * with ENOSYS itself, and, for read and readdir(plus) requests carrying handle 0, puts
+ * NO_OPEN_FH | inode into the handle before calling pyfuse3's own callback; then it calls
+ * libfuse's fuse_session_new with the copy. Everything else is pyfuse3's, unchanged.
+ * active() tells Python whether a session was set up this way (False: pyfuse3 was loaded before
+ * this module, or its table is bigger than libfuse's header here says -- the mount then works
+ * the ordinary way, with a handle per open). */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#define FUSE_USE_VERSION 32
+#include <dlfcn.h>
+#include <errno.h>
+#include <fuse_lowlevel.h>
+#include <stdint.h>
+#include <string.h>
+
+#define NO_OPEN_FH (1ULL << 63)
+
+typedef struct fuse_session *(*session_new_t)(struct fuse_args *, const struct fuse_lowlevel_ops *, size_t, void *);
+typedef int (*reply_err_t)(fuse_req_t, int);
+typedef void (*read_t)(fuse_req_t, fuse_ino_t, size_t, off_t, struct fuse_file_info *);
+
+static struct fuse_lowlevel_ops table;
+static read_t their_read, their_readdir, their_readdirplus;
+static reply_err_t reply_err;
+static int wanted = 1, active;
+
+static void refuse_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+    (void)ino;
+    (void)fi;
+    reply_err(req, ENOSYS);
+}
+
+static void stamp(fuse_ino_t ino, struct fuse_file_info *fi) {
+    if (fi != NULL && fi->fh == 0)
+        fi->fh = NO_OPEN_FH | (uint64_t)ino;
+}
+
+static void read_by_inode(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
+    stamp(ino, fi);
+    their_read(req, ino, size, off, fi);
+}
+
+static void readdir_by_inode(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
+    stamp(ino, fi);
+    their_readdir(req, ino, size, off, fi);
+}
+
+static void readdirplus_by_inode(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
+    stamp(ino, fi);
+    their_readdirplus(req, ino, size, off, fi);
+}
+
+__attribute__((visibility("default"))) struct fuse_session *
+fuse_session_new(struct fuse_args *args, const struct fuse_lowlevel_ops *op, size_t op_size, void *userdata) {
+    void *lib = dlopen("libfuse3.so.3", RTLD_NOW | RTLD_NOLOAD);
+    session_new_t real = lib ? (session_new_t)dlsym(lib, "fuse_session_new") : NULL;
+    reply_err = lib ? (reply_err_t)dlsym(lib, "fuse_reply_err") : NULL;
+    if (lib)
+        dlclose(lib); /* only drops the reference taken above: the caller keeps libfuse loaded */
+    if (real == NULL || real == fuse_session_new) {
+        errno = ENOSYS;
+        return NULL;
+    }
+    active = 0;
+    if (!wanted || reply_err == NULL || op_size > sizeof table || op->read == NULL)
+        return real(args, op, op_size, userdata);
+    memset(&table, 0, sizeof table);
+    memcpy(&table, op, op_size);
+    their_read = op->read;
+    their_readdir = op->readdir;
+    their_readdirplus = op->readdirplus;
+    table.open = refuse_open;
+    table.opendir = refuse_open;
+    table.read = read_by_inode;
+    if (their_readdir != NULL)
+        table.readdir = readdir_by_inode;
+    if (their_readdirplus != NULL)
+        table.readdirplus = readdirplus_by_inode;
+    struct fuse_session *se = real(args, &table, op_size, userdata);
+    active = se != NULL;
+    return se;
+}
+
+static PyObject *shim_active(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(arg)) {
+    return PyBool_FromLong(active);
+}
+
+static PyObject *shim_configure(PyObject *Py_UNUSED(self), PyObject *arg) {
+    int on = PyObject_IsTrue(arg);
+    if (on < 0)
+        return NULL;
+    wanted = on;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"active", shim_active, METH_NOARGS, "True if the last FUSE session was set up with opens left to the kernel."},
+    {"configure", shim_configure, METH_O, "configure(on): whether the next FUSE session leaves opens to the kernel."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "holofs._fuseshim", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__fuseshim(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddObject(m, "NO_OPEN_FH", PyLong_FromUnsignedLongLong(NO_OPEN_FH)) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
