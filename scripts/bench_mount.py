@@ -12,9 +12,9 @@
    each COLD (fresh mount with an empty --cache dir; on the native trees: no __pycache__) and
    then WARM (the same command again, --warm-runs times), on: the mount (writable, the default:
    bytecode goes to its upper layer; also measured with PYTHONPYCACHEPREFIX pointing at a
-   directory outside, as a --read-only mount needs, and with --no-prefetch for an A/B of the
-   read-ahead), a ``holofs materialize``d tree
-   (if that command exists) and the original corpus venv ("native", also with the prefix:
+   directory outside, as a --read-only mount needs, with --no-prefetch for an A/B of the
+   read-ahead and with --daemon-opens for an A/B of leaving opens to the kernel), a
+   ``holofs materialize``d tree (if that command exists) and the original corpus venv ("native", also with the prefix:
    the baseline of the mount's prefix variant, as Python is slower with a prefix). Each of the --runs
    rounds measures every variant once, so that the machine's drift spreads over all of them.
    The page cache is not dropped (unless --drop-caches): hololib blobs and native files are
@@ -196,37 +196,47 @@ REQUEST_LOOPS = 5000
 
 def request_costs(mounter: Mounter, catalog: Path, native: Path, results: list[Timing]) -> None:
     """Wall time per open+close of one cached file and per ``os.listdir`` of its directory, through
-    a ``--read-only`` mount (no overlay) and on the native tree, and the daemon's CPU time per
-    operation (from /proc/<pid>/stat): what every FUSE round trip costs once the cache is warm."""
+    a ``--read-only`` mount (no overlay; the default, where the kernel keeps opens and listings to
+    itself, and ``--daemon-opens``, where each is a round trip) and on the native tree, and the
+    daemon's CPU time per operation (from /proc/<pid>/stat): what a warm access costs."""
     rel = next((p for p in (REQUEST_FILE,) if (native / p).is_file()), None)
     if rel is None:
         rel = next(str(p.relative_to(native)) for p in native.rglob("__init__.py"))
-    mounter.mount(catalog, args=("--read-only",))
-    try:
-        record = json.loads(next((mounter.cache / "mounts").glob("*/mount.json")).read_text())
-        pid = int(record["pid"])
+    for where, args in (("mount", ("--read-only",)), ("mount --daemon-opens", ("--read-only", "--daemon-opens")),
+                        ("native", None)):
+        if args is not None:
+            mounter.mount(catalog, args=args)
+        try:
+            _request_loop(mounter, native, rel, where, results)
+        finally:
+            mounter.umount()
 
-        def cpu() -> float:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-        for root, where in ((mounter.mountpoint, "mount"), (native, "native")):
-            path = root / rel
-            for label, op, n in (("open+close", lambda p=path: os.close(os.open(p, os.O_RDONLY)), REQUEST_LOOPS),
-                                 ("listdir", lambda d=path.parent: os.listdir(d), REQUEST_LOOPS // 10)):
-                op()
-                c0, t0 = cpu(), time.perf_counter()
-                for _ in range(n):
-                    op()
-                t = Timing(f"request {label}, {where}: µs per operation")
-                t.samples.append((time.perf_counter() - t0) / n * 1e6)
-                if where == "mount":
-                    t.extra["daemon_cpu_us"] = (cpu() - c0) / n * 1e6
-                results.append(t)
-                log(f"  {t.name}: {t.samples[0]:.1f}" + (f" (daemon CPU {t.extra['daemon_cpu_us']:.1f})"
-                                                          if where == "mount" else ""))
-    finally:
-        mounter.umount()
+def _request_loop(mounter: Mounter, native: Path, rel: str, where: str, results: list[Timing]) -> None:
+    pid = None
+    if where != "native":
+        pid = int(json.loads(next((mounter.cache / "mounts").glob("*/mount.json")).read_text())["pid"])
+
+    def cpu() -> float:
+        if pid is None:
+            return 0.0
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    path = (native if pid is None else mounter.mountpoint) / rel
+    for label, op, n in (("open+close", lambda p=path: os.close(os.open(p, os.O_RDONLY)), REQUEST_LOOPS),
+                         ("listdir", lambda d=path.parent: os.listdir(d), REQUEST_LOOPS // 10)):
+        op()
+        c0, t0 = cpu(), time.perf_counter()
+        for _ in range(n):
+            op()
+        t = Timing(f"request {label}, {where}: µs per operation")
+        t.samples.append((time.perf_counter() - t0) / n * 1e6)
+        if pid is not None:
+            t.extra["daemon_cpu_us"] = (cpu() - c0) / n * 1e6
+        results.append(t)
+        log(f"  {t.name}: {t.samples[0]:.1f}" + (f" (daemon CPU {t.extra['daemon_cpu_us']:.1f})"
+                                                  if pid is not None else ""))
 
 
 def remove_pycache(root: Path) -> None:
@@ -316,8 +326,8 @@ def main(argv: list[str] | None = None) -> int:
             run([native / "bin" / "python", "-c", "import matplotlib.pyplot"] if "matplotlib" in modules
                 else [native / "bin" / "python", "-c", "pass"], env=env)
             variants: dict[str, Path] = {"mount": mountpoint, "mount + PYTHONPYCACHEPREFIX": mountpoint,
-                                         "mount --no-prefetch": mountpoint, "native (original venv)": native,
-                                         NATIVE_PREFIX: native}
+                                         "mount --no-prefetch": mountpoint, "mount --daemon-opens": mountpoint,
+                                         "native (original venv)": native, NATIVE_PREFIX: native}
             pycache_prefix = pwork / "pycache-prefix"
             if "materialize" in commands:
                 rmtree(materialized)
@@ -331,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             def prepare(variant: str) -> None:
                 rmtree(pycache_prefix)
                 if variant.startswith("mount"):
-                    mounter.mount(catalog, args=("--no-prefetch",) if "no-prefetch" in variant else ())
+                    mounter.mount(catalog, args=tuple(a for a in ("--no-prefetch", "--daemon-opens") if a in variant))
                 else:
                     remove_pycache(variants[variant])
                 if args.drop_caches and not drop_caches():
@@ -397,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
             goals.append({"check": t.name, "seconds": t.median, "goal_s": READY_GOAL_S, "met": ok})
     for wl in workloads:
         for state, goal in (("cold", COLD_GOAL), ("warm", WARM_GOAL)):
-            for variant in ("mount", "mount + PYTHONPYCACHEPREFIX", "mount --no-prefetch", "materialized tree"):
+            for variant in ("mount", "mount + PYTHONPYCACHEPREFIX", "mount --no-prefetch", "mount --daemon-opens",
+                            "materialized tree"):
                 # Python itself is slower with a pycache prefix (~0.8 s more CPU for a cold import
                 # of the corpus on the native tree): compare like with like.
                 baseline = NATIVE_PREFIX if "PYCACHEPREFIX" in variant else "native (original venv)"
