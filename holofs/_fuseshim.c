@@ -34,15 +34,37 @@ typedef struct fuse_session *(*session_new_t)(struct fuse_args *, const struct f
 typedef int (*reply_err_t)(fuse_req_t, int);
 typedef void (*read_t)(fuse_req_t, fuse_ino_t, size_t, off_t, struct fuse_file_info *);
 
+typedef void (*open_t)(fuse_req_t, fuse_ino_t, struct fuse_file_info *);
+typedef void (*init_t)(void *, struct fuse_conn_info *);
+
 static struct fuse_lowlevel_ops table;
 static read_t their_read, their_readdir, their_readdirplus;
+static open_t their_open, their_opendir;
+static init_t their_init;
 static reply_err_t reply_err;
-static int wanted = 1, active;
+static int wanted = 1, installed, open_ok, opendir_ok;
 
-static void refuse_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
-    (void)ino;
-    (void)fi;
-    reply_err(req, ENOSYS);
+/* The kernel says in its INIT whether it takes ENOSYS for "no open needed" (Linux 4.20 for
+ * files, 5.1 for directories); an older one would fail the open with it. */
+static void init_conn(void *userdata, struct fuse_conn_info *conn) {
+    if (their_init != NULL)
+        their_init(userdata, conn);
+    open_ok = (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT) != 0;
+    opendir_ok = (conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT) != 0;
+}
+
+static void open_file(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+    if (open_ok)
+        reply_err(req, ENOSYS);
+    else
+        their_open(req, ino, fi);
+}
+
+static void open_dir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+    if (opendir_ok)
+        reply_err(req, ENOSYS);
+    else
+        their_opendir(req, ino, fi);
 }
 
 static void stamp(fuse_ino_t ino, struct fuse_file_info *fi) {
@@ -76,28 +98,37 @@ fuse_session_new(struct fuse_args *args, const struct fuse_lowlevel_ops *op, siz
         errno = ENOSYS;
         return NULL;
     }
-    active = 0;
-    if (!wanted || reply_err == NULL || op_size > sizeof table || op->read == NULL)
+    installed = open_ok = opendir_ok = 0;
+    if (!wanted || reply_err == NULL || op_size > sizeof table || op->read == NULL || op->open == NULL ||
+        op->opendir == NULL)
         return real(args, op, op_size, userdata);
     memset(&table, 0, sizeof table);
     memcpy(&table, op, op_size);
     their_read = op->read;
     their_readdir = op->readdir;
     their_readdirplus = op->readdirplus;
-    table.open = refuse_open;
-    table.opendir = refuse_open;
+    their_open = op->open;
+    their_opendir = op->opendir;
+    their_init = op->init;
+    table.init = init_conn;
+    table.open = open_file;
+    table.opendir = open_dir;
     table.read = read_by_inode;
     if (their_readdir != NULL)
         table.readdir = readdir_by_inode;
     if (their_readdirplus != NULL)
         table.readdirplus = readdirplus_by_inode;
     struct fuse_session *se = real(args, &table, op_size, userdata);
-    active = se != NULL;
+    installed = se != NULL;
     return se;
 }
 
 static PyObject *shim_active(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(arg)) {
-    return PyBool_FromLong(active);
+    return PyBool_FromLong(installed && open_ok);
+}
+
+static PyObject *shim_installed(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(arg)) {
+    return PyBool_FromLong(installed);
 }
 
 static PyObject *shim_configure(PyObject *Py_UNUSED(self), PyObject *arg) {
@@ -109,7 +140,9 @@ static PyObject *shim_configure(PyObject *Py_UNUSED(self), PyObject *arg) {
 }
 
 static PyMethodDef methods[] = {
-    {"active", shim_active, METH_NOARGS, "True if the last FUSE session was set up with opens left to the kernel."},
+    {"active", shim_active, METH_NOARGS,
+     "True once the last FUSE session leaves opens to the kernel (set up here, and the kernel's INIT allows it)."},
+    {"installed", shim_installed, METH_NOARGS, "True if the last FUSE session was set up here."},
     {"configure", shim_configure, METH_O, "configure(on): whether the next FUSE session leaves opens to the kernel."},
     {NULL, NULL, 0, NULL},
 };

@@ -124,9 +124,14 @@ class HolofsOperations(pyfuse3.Operations):
         self._negative = _negative_entry()
         self._listings: dict[int, Listing] = {}
         self._listed = 0
-        self.kernel_opens = False
-        """True once the session leaves opens to the kernel (reads then carry NO_OPEN_FH | ino)."""
+        self.shim_session = False
+        """The session was set up by the shim (see :attr:`kernel_opens`)."""
         assert pyfuse3.ROOT_INODE == ROOT_INO
+
+    @property
+    def kernel_opens(self) -> bool:
+        """True once the session leaves opens to the kernel (reads then carry NO_OPEN_FH | ino)."""
+        return self.shim_session and fuse_shim.active()
 
     @fuse_errors
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
@@ -250,8 +255,12 @@ class FuseMount:
     def __enter__(self) -> FuseMount:
         fuse_shim.configure(self.kernel_opens)
         pyfuse3.init(self.ops, self.mountpoint, mount_options(allow_other=self.allow_other))
-        self.ops.kernel_opens = fuse_shim.active()
-        if self.kernel_opens and not self.ops.kernel_opens:
+        try:
+            self.ops.shim_session = fuse_shim.installed()
+        except BaseException:
+            pyfuse3.close(unmount=True)  # never leave the kernel mount behind without its server
+            raise
+        if self.kernel_opens and not self.ops.shim_session:
             log.info("holofs._fuseshim is not in use: every open and close goes through the daemon")
         return self
 

@@ -2,8 +2,9 @@
 
 The shim only takes effect if it is in the process's global symbol scope before pyfuse3's
 extension is loaded: :func:`load` must run before the first ``import pyfuse3`` (the FUSE
-frontend imports this module first). Whether a mount's session really uses it is known only
-after ``pyfuse3.init``: :func:`active`.
+frontend imports this module first). Whether a mount's session was set up by it is known
+after ``pyfuse3.init`` (:func:`installed`), whether the kernel lets it leave opens to the
+kernel once the session has served the kernel's INIT (:func:`active`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,12 @@ def configure(enabled: bool) -> None:
         _shim.configure(enabled)
 
 
-def active() -> bool:
+def installed() -> bool:
     """True if the last FUSE session of this process was set up by the shim."""
+    return _shim is not None and bool(_shim.installed())
+
+
+def active() -> bool:
+    """True once that session leaves opens to the kernel: set up by the shim, and the kernel's
+    INIT (the first request a session serves) offered it."""
     return _shim is not None and bool(_shim.active())
