@@ -313,14 +313,34 @@ class CacheFiller:
         if self._verified is None:
             from .verification import VerifiedStore
 
-            self._verified = VerifiedStore(self.cache.root)
+            with self._locks_guard:  # one store per filler: its pending records are flushed once
+                if self._verified is None:
+                    self._verified = VerifiedStore(self.cache.root)
         return self._verified
 
-    def _fill(self, key: CacheKey, entry: FileEntry) -> None:
-        from .strategies import Linker, produce_file
-
+    def _the_linker(self) -> Any:
         if self._linker is None:
-            self._linker = Linker()
+            from .strategies import Linker
+
+            with self._locks_guard:
+                if self._linker is None:
+                    self._linker = Linker()
+        return self._linker
+
+    def prepare(self) -> None:
+        """Do the first fill's one-time work now (the strategy imports, the linker, the
+        verification record: ~20 ms that a mount's first read would wait for). Call it off
+        the request path, e.g. in a thread once the mount is ready."""
+        from . import strategies  # noqa: F401
+
+        self._the_linker()
+        if self.verify_policy is not None:
+            self._verified_store()
+
+    def _fill(self, key: CacheKey, entry: FileEntry) -> None:
+        from .strategies import produce_file
+
+        linker = self._the_linker()
         final = self._path(key)
         parent = os.path.dirname(final)
         if parent not in self._made_dirs:
@@ -334,7 +354,7 @@ class CacheFiller:
             # produce_file creates tmp (O_EXCL) with perm 0644 and mtime = now (the LRU clock,
             # not RCC's mother time), hashes the blob as the policy asks, removes tmp on error.
             produce_file(self.lib, entry, tmp, relocation=self.relocation if key.kind == RELOCATED else None,
-                         verify=False, linker=self._linker, label=key.relpath, perm=FILE_MODE,
+                         verify=False, linker=linker, label=key.relpath, perm=FILE_MODE,
                          verified_store=store, policy=self.verify_policy)
             os.replace(tmp, final)
         except BaseException:

@@ -239,6 +239,7 @@ def serve_foreground(opts: MountOptions, *, on_ready: Any = None, preloaded: Any
                     on_ready(mountpoint, rundir)
                 log.info("mounted %s at %s (%d inodes, %s)", catalog.source, mountpoint, len(tree),
                          "writable" if layer is not None else "read-only")
+                await trio.to_thread.run_sync(filler.prepare)  # the first fill's one-time work, now
                 if save_index is not None:  # for the next mount of this catalog; off the ready path
                     await trio.to_thread.run_sync(save_index)
 

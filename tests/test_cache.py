@@ -80,11 +80,23 @@ def test_concurrent_opens_fill_each_key_once(rcc_catalog: Path, tmp_path: Path) 
     keys = {cache_key(e, filler.relocation).relpath for e in files.values()}
     assert len(keys) == len(files) - 1  # cert.pem and cacert.pem share a blob
     assert dict(filler.fills) == dict.fromkeys(keys, 1)
+    # the first fills raced for the lazily made linker and verification record: one of each
+    # (a second store would keep records of its own, flushed by nobody)
+    assert sum(c["files"] for c in filler._linker.as_dict().values()) == len(keys)
     # a second filler (another mount) reuses everything
     again = CacheFiller(cache, lib, relocation, verify=VerifyPolicy.TRUSTED)
     for entry in files.values():
         os.close(again.open(entry))
     assert sum(again.fills.values()) == 0
+
+
+def test_prepare_does_the_first_fills_one_time_work(rcc_catalog: Path, tmp_path: Path) -> None:
+    _catalog, _lib, _relocation, _cache, filler, files = _setup(rcc_catalog, tmp_path)
+    filler.prepare()
+    linker, store = filler._linker, filler._verified
+    assert linker is not None and store is not None
+    os.close(filler.open(next(iter(files.values()))))
+    assert filler._linker is linker and filler._verified is store  # used, not made again
 
 
 def test_cache_permissions_and_no_temp_left(rcc_catalog: Path, tmp_path: Path) -> None:
