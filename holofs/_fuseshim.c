@@ -24,6 +24,7 @@
 #define FUSE_USE_VERSION 32
 #include <dlfcn.h>
 #include <errno.h>
+#include <link.h>
 #include <fuse_lowlevel.h>
 #include <stdint.h>
 #include <string.h>
@@ -87,9 +88,31 @@ static void readdirplus_by_inode(fuse_req_t req, fuse_ino_t ino, size_t size, of
     their_readdirplus(req, ino, size, off, fi);
 }
 
+/* dl_iterate_phdr callback: the path of a loaded libfuse3 of any soname version. */
+static int find_libfuse(struct dl_phdr_info *info, size_t size, void *out) {
+    (void)size;
+    if (info->dlpi_name != NULL && strstr(info->dlpi_name, "/libfuse3.so") != NULL) {
+        *(const char **)out = info->dlpi_name;
+        return 1;
+    }
+    return 0;
+}
+
+/* libfuse as loaded for pyfuse3 (never loads anything itself). */
+static void *loaded_libfuse(void) {
+    void *lib = dlopen("libfuse3.so.3", RTLD_NOW | RTLD_NOLOAD);
+    if (lib == NULL) {
+        const char *path = NULL;
+        dl_iterate_phdr(find_libfuse, &path);
+        if (path != NULL)
+            lib = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
+    }
+    return lib;
+}
+
 __attribute__((visibility("default"))) struct fuse_session *
 fuse_session_new(struct fuse_args *args, const struct fuse_lowlevel_ops *op, size_t op_size, void *userdata) {
-    void *lib = dlopen("libfuse3.so.3", RTLD_NOW | RTLD_NOLOAD);
+    void *lib = loaded_libfuse();
     session_new_t real = lib ? (session_new_t)dlsym(lib, "fuse_session_new") : NULL;
     reply_err = lib ? (reply_err_t)dlsym(lib, "fuse_reply_err") : NULL;
     if (lib)
@@ -147,7 +170,7 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "holofs._fuseshim", NULL, -1, methods};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "holofs._fuseshim", NULL, -1, methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__fuseshim(void) {
     PyObject *m = PyModule_Create(&module);

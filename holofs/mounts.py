@@ -228,7 +228,7 @@ def serve_foreground(opts: MountOptions, *, on_ready: Any = None, preloaded: Any
         async def main() -> None:
             nonlocal overlay_up
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(mount.serve)
+                await nursery.start(mount.serve)  # signals handled before anyone hears "ready"
                 if layer is not None:
                     # The kernel looks the lower tree up while mounting: serve FUSE meanwhile.
                     await trio.to_thread.run_sync(functools.partial(_mount_layer, fuse_point, layer, mountpoint, catalog,

@@ -94,6 +94,16 @@ def test_env_tree_mount_equals_restore(env_catalog, tmp_path: Path) -> None:
         assert diff_snapshots(actual, snapshot(restored)) == []
 
 
+def test_sigusr1_right_after_ready_does_not_end_the_daemon(rcc_catalog: Path, tmp_path: Path) -> None:
+    """Readiness is reported only once the daemon handles SIGUSR1 (whose default action would end
+    it): a stats request at once after ``holofs mount`` returns is answered."""
+    with mounted(rcc_catalog, tmp_path / "base" / RCC_TARGET, cache=tmp_path / "cache",
+                 args=("--relocate-name-only", "--read-only")) as m:
+        os.kill(m.pid, signal.SIGUSR1)
+        assert m.stats(timeout=10)["seq"] >= 1
+        assert pid_alive(m.pid) and (m.mountpoint / "identity.yaml").read_bytes()
+
+
 def test_read_only_mount_refuses_writes(rcc_catalog: Path, tmp_path: Path) -> None:
     with mounted(rcc_catalog, tmp_path / "base" / RCC_TARGET, cache=tmp_path / "cache",
                  args=("--relocate-name-only", "--read-only")) as m:

@@ -270,8 +270,9 @@ class FuseMount:
         finally:
             self.tree.close()
 
-    async def _watch_signals(self) -> None:
+    async def _watch_signals(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGUSR1) as signals:
+            task_status.started()
             async for signum in signals:
                 if signum == signal.SIGUSR1:
                     if self.on_stats is not None:
@@ -281,9 +282,12 @@ class FuseMount:
                 pyfuse3.terminate()
                 return
 
-    async def serve(self) -> None:
-        """Serve requests until unmounted (externally, or by SIGINT/SIGTERM)."""
+    async def serve(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve requests until unmounted (externally, or by SIGINT/SIGTERM). Started with
+        ``nursery.start``, it returns control once SIGINT/SIGTERM/SIGUSR1 are handled here:
+        report the mount ready only after that (SIGUSR1's default action ends the process)."""
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._watch_signals)
+            await nursery.start(self._watch_signals)
+            task_status.started()
             await pyfuse3.main(min_tasks=4)
             nursery.cancel_scope.cancel()
