@@ -60,6 +60,16 @@ class MountInfo:
     mountpoint: str
     fstype: str
     source: str
+    options: str = ""
+    """The superblock options, as the kernel shows them (values escaped)."""
+
+    def option(self, name: str) -> str | None:
+        """The value of superblock option ``name`` (e.g. an overlay's ``lowerdir``), unescaped."""
+        for item in self.options.split(","):
+            key, sep, value = item.partition("=")
+            if sep and key == name:
+                return _unescape(value)
+        return None
 
 
 def _unescape(field: str) -> str:
@@ -88,7 +98,7 @@ def list_mounts() -> list[MountInfo]:
         fields, tail = left.split(), right.split()
         if len(fields) < 5 or len(tail) < 2:
             continue
-        out.append(MountInfo(_unescape(fields[4]), tail[0], _unescape(tail[1])))
+        out.append(MountInfo(_unescape(fields[4]), tail[0], _unescape(tail[1]), tail[2] if len(tail) > 2 else ""))
     return out
 
 
@@ -581,8 +591,11 @@ def unmount(mountpoint: str | os.PathLike[str], *, cache: str | os.PathLike[str]
             except OverlayError as exc:
                 raise Busy(str(exc)) from None
         fuse_point = os.fspath(runtime_dir(cache_root, path) / "lower")
+        lowerdir = info.option("lowerdir")
         if record and record.get("lower"):
             fuse_point = record["lower"]
+        elif lowerdir and (lower := find_mount(lowerdir)) is not None and lower.fstype == FS_TYPE:
+            fuse_point = lowerdir  # no record under this cache (another --cache): the overlay names it
     if find_mount(fuse_point) is not None:
         lazy = _fusermount(fuse_point) or lazy
     pid = record.get("pid") if record else None

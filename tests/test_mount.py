@@ -252,6 +252,20 @@ def test_kill_minus_nine_mid_fill_leaves_no_partial_file(tmp_path: Path) -> None
         assert failures
 
 
+def test_umount_with_another_cache_still_ends_the_hidden_fuse_mount(rcc_catalog: Path, tmp_path: Path) -> None:
+    """A writable mount is an overlay over a FUSE mount under the cache's runtime directory.
+    ``holofs umount`` given a cache without its record finds that lower mount from the
+    overlay's own options, so neither the FUSE mount nor its daemon is left behind."""
+    cache = tmp_path / "cache"
+    with mounted(rcc_catalog, tmp_path / "base" / RCC_TARGET, cache=cache, args=("--relocate-name-only",)) as m:
+        lower = m.runtime_dir / "lower"
+        assert is_mounted(lower)
+        proc = run_holofs("umount", m.mountpoint, "--cache", tmp_path / "other-cache")
+        assert proc.returncode == 0, proc.stderr
+        assert not is_mounted(m.mountpoint) and not is_mounted(lower)
+        wait_for(lambda: not pid_alive(m.pid), 30, "the daemon to exit")
+
+
 def test_mount_errors_are_one_line(rcc_catalog: Path, tmp_path: Path) -> None:
     wrong_len = tmp_path / "base" / "short"
     proc = run_holofs("mount", rcc_catalog, wrong_len, "--cache", tmp_path / "cache")
