@@ -330,10 +330,15 @@ class VirtualTree:
     def open(self, ino: int, flags: int = os.O_RDONLY) -> int:
         """A handle for reading ``ino``; materializes the file into the cache if needed
         (and, with ``prefetch``, queues the rest of its directory)."""
+        return self.add_handle(ino, self.fill(ino, flags))
+
+    def fill(self, ino: int, flags: int = os.O_RDONLY) -> int:
+        """A new fd of ``ino``'s content, materialized into the cache first if needed (blocks; any
+        thread; with ``prefetch``, queues the rest of its directory)."""
         entry = self._entry_for_open(ino, flags)
         if self.prefetch:
             self._prefetch_siblings(ino)
-        return self.add_handle(ino, self.source.open(entry))  # type: ignore[union-attr]
+        return self.source.open(entry)  # type: ignore[union-attr]
 
     # -- reads without an open (the kernel keeps opens to itself) ------------------------------
     # inode_fd/keep_inode_fd/read_inode keep one fd per inode; call them from one thread only
@@ -348,14 +353,6 @@ class VirtualTree:
             return fd
         fd = self.source.open_cached(self._entry_for_open(ino, os.O_RDONLY))  # type: ignore[union-attr]
         return None if fd is None else self.keep_inode_fd(ino, fd)
-
-    def fill(self, ino: int) -> int:
-        """A new fd of ``ino``'s content, materialized into the cache first if needed (blocks; any
-        thread; with ``prefetch``, queues the rest of its directory)."""
-        entry = self._entry_for_open(ino, os.O_RDONLY)
-        if self.prefetch:
-            self._prefetch_siblings(ino)
-        return self.source.open(entry)  # type: ignore[union-attr]
 
     def keep_inode_fd(self, ino: int, fd: int) -> int:
         """Keep ``fd`` (now owned here) for reading ``ino``; returns the fd to read from (the one
