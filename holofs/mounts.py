@@ -62,6 +62,8 @@ class MountInfo:
     source: str
     options: str = ""
     """The superblock options, as the kernel shows them (values escaped)."""
+    device: int = -1
+    """The ``st_dev`` of files on this filesystem (``major:minor``)."""
 
     def option(self, name: str) -> str | None:
         """The value of superblock option ``name`` (e.g. an overlay's ``lowerdir``), unescaped."""
@@ -98,7 +100,12 @@ def list_mounts() -> list[MountInfo]:
         fields, tail = left.split(), right.split()
         if len(fields) < 5 or len(tail) < 2:
             continue
-        out.append(MountInfo(_unescape(fields[4]), tail[0], _unescape(tail[1]), tail[2] if len(tail) > 2 else ""))
+        try:
+            device = os.makedev(*map(int, fields[2].split(":")))
+        except (ValueError, TypeError):
+            device = -1
+        out.append(MountInfo(_unescape(fields[4]), tail[0], _unescape(tail[1]), tail[2] if len(tail) > 2 else "",
+                             device))
     return out
 
 

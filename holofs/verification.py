@@ -299,12 +299,9 @@ class VerifiedStore:
 
 def mounted_devices() -> set[int] | None:
     """``st_dev`` of every mounted filesystem (from /proc/self/mountinfo), None where unknown."""
-    try:
-        with open("/proc/self/mountinfo") as f:
-            fields = [line.split(maxsplit=3)[2] for line in f]
-        return {os.makedev(*map(int, field.split(":"))) for field in fields}
-    except (OSError, ValueError, IndexError, TypeError):
-        return None
+    from .mounts import list_mounts  # only when pruning
+
+    return {m.device for m in list_mounts() if m.device >= 0} or None
 
 
 def _may_be_mounted(dev: int, mounted: set[int]) -> bool:
