@@ -355,25 +355,48 @@ static int finish_file(const tree_t *t, int dir_fd, const item_t *it, int dst, i
     return err;
 }
 
-/* The decoded blob (src, already fstat'ed into it->st) as a new file; it->err as clone_one. */
-static void decode_one(const tree_t *t, codec_t *c, int dir_fd, item_t *it, int src) {
-    size_t n = (size_t)it->st.st_size, size = (size_t)it->size;
+/* Read blob src (n bytes) into c's buffers and decode it to exactly `size` bytes; with md
+ * (32 bytes) set, hash the decoded content (as recorded) into it; then write ident at each of
+ * the noffs offsets. 0 with *out_p the content; NOT_RAW if it does not decode here (or cannot
+ * be hashed); or an errno. Shared by build_tree and decode_file. */
+static int decode_relocated(codec_t *c, int src, size_t n, size_t size, const long long *offs, Py_ssize_t noffs,
+                            const char *ident, size_t ident_len, unsigned char *md, unsigned char **out_p) {
     unsigned char *in = room(&c->in, &c->in_cap, n ? n : 1), *out = room(&c->out, &c->out_cap, size + 1);
     int err = in == NULL || out == NULL ? ENOMEM : read_all(src, in, n);
-    if (!err && decode_blob(c, in, n, out, size) < 0)
-        err = NOT_RAW;
+    if (err)
+        return err;
+    if (decode_blob(c, in, n, out, size) < 0)
+        return NOT_RAW;
+    if (md != NULL) {
+#ifdef HAVE_OPENSSL
+        unsigned int mdlen = 0;
+        if (!EVP_Digest(out, size, md, &mdlen, EVP_sha256(), NULL))
+            return NOT_RAW;
+#else
+        return NOT_RAW;
+#endif
+    }
+    for (Py_ssize_t k = 0; k < noffs; k++)
+        memcpy(out + offs[k], ident, ident_len);
+    *out_p = out;
+    return 0;
+}
+
+/* The decoded blob (src, already fstat'ed into it->st) as a new file; it->err as clone_one. */
+static void decode_one(const tree_t *t, codec_t *c, int dir_fd, item_t *it, int src) {
+    unsigned char *out = NULL;
+    int err = decode_relocated(c, src, (size_t)it->st.st_size, (size_t)it->size, it->offs, it->noffs, t->ident,
+                               t->ident_len, NULL, &out);
     if (err) {
         it->err = err;
         return;
     }
-    for (Py_ssize_t k = 0; k < it->noffs; k++)
-        memcpy(out + it->offs[k], t->ident, t->ident_len);
     int dst = openat(dir_fd, it->name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, it->mode & 07777);
     if (dst < 0) {
         it->err = errno;
         return;
     }
-    err = finish_file(t, dir_fd, it, dst, write_all(dst, out, size));
+    err = finish_file(t, dir_fd, it, dst, write_all(dst, out, (size_t)it->size));
     it->err = err;
     it->made = err ? 0 : MADE_DECODE;
 }
@@ -604,21 +627,14 @@ static PyObject *decode_file(PyObject *Py_UNUSED(self), PyObject *args) {
     unsigned char md[32];
     Py_BEGIN_ALLOW_THREADS
     codec_t *c = thread_codec();
-    size_t n = (size_t)blob_size, want = (size_t)size;
-    unsigned char *in = c ? room(&c->in, &c->in_cap, n ? n : 1) : NULL;
-    unsigned char *out = c ? room(&c->out, &c->out_cap, want + 1) : NULL;
-    err = in == NULL || out == NULL ? ENOMEM : read_all(src, in, n);
-    if (!err && decode_blob(c, in, n, out, want) == 0) {
+    unsigned char *out = NULL;
+    err = c == NULL ? ENOMEM : decode_relocated(c, src, (size_t)blob_size, (size_t)size, offs, noffs, ident,
+                                                 (size_t)ident_len, sha256 ? md : NULL, &out);
+    if (err == NOT_RAW)
+        err = 0; /* not decodable here: None */
+    else if (!err) {
         decoded = 1;
-#ifdef HAVE_OPENSSL
-        unsigned int mdlen = 0;
-        if (sha256 && !EVP_Digest(out, want, md, &mdlen, EVP_sha256(), NULL))
-            decoded = 0;
-#endif
-        for (Py_ssize_t k = 0; decoded && k < noffs; k++)
-            memcpy(out + offs[k], ident, (size_t)ident_len);
-        if (decoded)
-            err = write_all(dst, out, want);
+        err = write_all(dst, out, (size_t)size);
     }
     if (c != NULL)
         shrink_codec(c);
