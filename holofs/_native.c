@@ -41,6 +41,18 @@
  *   path decodes or reports it. OSError for a failed read or write. The GIL is released for
  *   all of it (a mount's cache fills and the general materialize path run it in threads).
  *
+ * fill_file(blob, tmp, final, size, mode, expect, same, ident, offsets) -> (fd, blob_ident) | None
+ *   A mount's cache fill in one call: the compressed blob at path `blob` decoded (as decode_file)
+ *   into `tmp`, created O_EXCL with `mode`, and renamed to `final`; returns a new read-only fd of
+ *   `final` and the blob's (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns) as read.
+ *   `expect`: b"" (no hashing) or the 32-byte SHA-256 the content must have as recorded;
+ *   `same`: None, or the identity the blob file must still have (the caller skips hashing a
+ *   blob verified as that file). None when it is not for this path, with nothing left behind:
+ *   a missing, raw (the caller may reflink it), too big, changed or undecodable blob, or a
+ *   digest mismatch; the caller's own path then does it or names the problem. OSError (tmp
+ *   removed) for a failed create, write or rename. One GIL release for all of it: a fill made
+ *   of a dozen Python-level calls costs ~4x the CPU when threads contend for the GIL.
+ *
  * set_parent_death_signal(signum): prctl(PR_SET_PDEATHSIG) for forked workers (importing
  *   ctypes for this one call costs a worker ~15 ms of start-up).
  */
@@ -591,6 +603,25 @@ static void shrink_codec(codec_t *c) {
     }
 }
 
+/* The rewrite offsets (a tuple of ints) as a PyMem array; NULL with an exception set if one
+ * is not an int or its range [off, off + ident_len) leaves a file of `size` bytes. */
+static long long *parse_offsets(PyObject *offsets, long long size, Py_ssize_t ident_len) {
+    Py_ssize_t noffs = PyTuple_GET_SIZE(offsets);
+    long long *offs = PyMem_Malloc(sizeof(long long) * (size_t)(noffs ? noffs : 1));
+    if (offs == NULL)
+        return (long long *)PyErr_NoMemory();
+    for (Py_ssize_t k = 0; k < noffs; k++) {
+        offs[k] = PyLong_AsLongLong(PyTuple_GET_ITEM(offsets, k));
+        if ((offs[k] == -1 && PyErr_Occurred()) || offs[k] < 0 || offs[k] + ident_len > size) {
+            PyMem_Free(offs);
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "a rewrite offset lies outside the file");
+            return NULL;
+        }
+    }
+    return offs;
+}
+
 static PyObject *decode_file(PyObject *Py_UNUSED(self), PyObject *args) {
     int src, dst, sha256;
     long long blob_size, size;
@@ -601,18 +632,9 @@ static PyObject *decode_file(PyObject *Py_UNUSED(self), PyObject *args) {
                           &PyTuple_Type, &offsets))
         return NULL;
     Py_ssize_t noffs = PyTuple_GET_SIZE(offsets);
-    long long *offs = PyMem_Malloc(sizeof(long long) * (size_t)(noffs ? noffs : 1));
+    long long *offs = parse_offsets(offsets, size, ident_len);
     if (offs == NULL)
-        return PyErr_NoMemory();
-    for (Py_ssize_t k = 0; k < noffs; k++) {
-        offs[k] = PyLong_AsLongLong(PyTuple_GET_ITEM(offsets, k));
-        if ((offs[k] == -1 && PyErr_Occurred()) || offs[k] < 0 || offs[k] + ident_len > size) {
-            PyMem_Free(offs);
-            if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_ValueError, "a rewrite offset lies outside the file");
-            return NULL;
-        }
-    }
+        return NULL;
 #ifndef HAVE_OPENSSL
     if (sha256) {
         PyMem_Free(offs);
@@ -647,6 +669,90 @@ static PyObject *decode_file(PyObject *Py_UNUSED(self), PyObject *args) {
     if (!decoded)
         Py_RETURN_NONE;
     return PyBytes_FromStringAndSize(sha256 ? (const char *)md : "", sha256 ? 32 : 0);
+}
+
+/* fill_file's work, without the GIL: NOT_RAW (nothing left behind: the caller's path does
+ * it), 0 with *fd_out open on `final`, or an errno (tmp removed). */
+static int fill_one(const char *blob, const char *tmp, const char *final, long long size, int mode,
+                    const unsigned char *expect, const long long *same, const long long *offs, Py_ssize_t noffs,
+                    const char *ident, size_t ident_len, struct stat *st, int *fd_out) {
+    int src = open(blob, O_RDONLY | O_CLOEXEC);
+    if (src < 0)
+        return errno == ENOENT ? NOT_RAW : errno; /* a missing blob: the caller names it */
+    int err = fstat(src, st) < 0 ? errno : 0;
+    long long mtime = (long long)st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec;
+    long long ctime = (long long)st->st_ctim.tv_sec * 1000000000LL + st->st_ctim.tv_nsec;
+    if (!err && (!S_ISREG(st->st_mode) || st->st_size == size || st->st_size > DECODE_MAX ||
+                 (same != NULL && ((long long)st->st_dev != same[0] || (long long)st->st_ino != same[1] ||
+                                   (long long)st->st_size != same[2] || mtime != same[3] || ctime != same[4]))))
+        err = NOT_RAW; /* raw (the caller may reflink it), too big, or not the blob file verified */
+    codec_t *c = err ? NULL : thread_codec();
+    unsigned char *out = NULL, md[32];
+    if (!err)
+        err = c == NULL ? ENOMEM : decode_relocated(c, src, (size_t)st->st_size, (size_t)size, offs, noffs, ident,
+                                                     ident_len, expect ? md : NULL, &out);
+    close(src);
+    if (!err && expect != NULL && memcmp(md, expect, 32) != 0)
+        err = NOT_RAW; /* corrupt: the caller's path reports both digests */
+    int dst = -1;
+    if (!err && (dst = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)) < 0)
+        err = errno;
+    if (dst >= 0) {
+        err = write_all(dst, out, (size_t)size);
+        if (!err && fchmod(dst, mode) < 0) /* whatever the umask took */
+            err = errno;
+        if (close(dst) < 0 && !err)
+            err = errno;
+        if (!err && rename(tmp, final) < 0)
+            err = errno;
+        if (err)
+            unlink(tmp);
+        else if ((*fd_out = open(final, O_RDONLY | O_CLOEXEC)) < 0)
+            err = errno;
+    }
+    if (c != NULL)
+        shrink_codec(c);
+    return err;
+}
+
+static PyObject *fill_file(PyObject *Py_UNUSED(self), PyObject *args) {
+    const char *blob, *tmp, *final, *ident, *expect;
+    Py_ssize_t ident_len, expect_len;
+    long long size, same[5];
+    int mode;
+    PyObject *offsets, *same_obj;
+    if (!PyArg_ParseTuple(args, "yyyLiy#Oy#O!", &blob, &tmp, &final, &size, &mode, &expect, &expect_len,
+                          &same_obj, &ident, &ident_len, &PyTuple_Type, &offsets))
+        return NULL;
+    if (same_obj != Py_None && !PyArg_ParseTuple(same_obj, "LLLLL", &same[0], &same[1], &same[2], &same[3], &same[4]))
+        return NULL;
+#ifndef HAVE_OPENSSL
+    if (expect_len)
+        Py_RETURN_NONE;
+#endif
+    if ((expect_len != 0 && expect_len != 32) || size < 0 || size > DECODE_MAX)
+        Py_RETURN_NONE;
+    long long *offs = parse_offsets(offsets, size, ident_len);
+    if (offs == NULL)
+        return NULL;
+    struct stat st;
+    int fd = -1, err;
+    Py_BEGIN_ALLOW_THREADS
+    err = fill_one(blob, tmp, final, size, mode, expect_len ? (const unsigned char *)expect : NULL,
+                   same_obj == Py_None ? NULL : same, offs, PyTuple_GET_SIZE(offsets), ident, (size_t)ident_len, &st,
+                   &fd);
+    Py_END_ALLOW_THREADS
+    PyMem_Free(offs);
+    if (err == NOT_RAW)
+        Py_RETURN_NONE;
+    if (err) {
+        errno = err;
+        return PyErr_SetFromErrnoWithFilename(PyExc_OSError, final);
+    }
+    return Py_BuildValue("i(KKLLL)", fd, (unsigned long long)st.st_dev, (unsigned long long)st.st_ino,
+                         (long long)st.st_size,
+                         (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec,
+                         (long long)st.st_ctim.tv_sec * 1000000000LL + st.st_ctim.tv_nsec);
 }
 
 static PyObject *set_parent_death_signal(PyObject *Py_UNUSED(self), PyObject *arg) {
@@ -851,6 +957,8 @@ static PyMethodDef methods[] = {
      "Make a fresh tree's directories and reflink its files from raw blobs (see the module source)."},
     {"decode_file", decode_file, METH_VARARGS,
      "Decode one gzip/zstd blob into a file, hashing it with SHA-256 (see the module source)."},
+    {"fill_file", fill_file, METH_VARARGS,
+     "Decode one gzip/zstd blob into a new cache file, renamed into place (see the module source)."},
     {"set_parent_death_signal", set_parent_death_signal, METH_O,
      "prctl(PR_SET_PDEATHSIG, signum): the signal this process gets when its parent dies."},
     {NULL, NULL, 0, NULL},

@@ -295,7 +295,9 @@ class CacheFiller:
             if fd is not None:
                 return fd
             for _ in range(2):  # once more if it was removed between rename and open (gc)
-                self._fill(key, entry)
+                fd = self._fill(key, entry)
+                if fd is not None:
+                    return fd
                 with contextlib.suppress(FileNotFoundError):
                     return os.open(self._path(key), _O_READ)  # just written: no size check, no touch
             return os.open(self._path(key), _O_READ)
@@ -337,8 +339,9 @@ class CacheFiller:
         if self.verify_policy is not None:
             self._verified_store()
 
-    def _fill(self, key: CacheKey, entry: FileEntry) -> None:
-        from .strategies import produce_file
+    def _fill(self, key: CacheKey, entry: FileEntry) -> int | None:
+        """Materialize ``key``; returns a read-only fd of it when the native path made it."""
+        from .strategies import fill_natively, produce_file
 
         linker = self._the_linker()
         final = self._path(key)
@@ -350,10 +353,16 @@ class CacheFiller:
         tmp = part_name(final)
         started = time.perf_counter()
         store = self._verified_store() if self.verify_policy is not None else None
+        relocation = self.relocation if key.kind == RELOCATED else None
+        # Both create tmp (O_EXCL) with perm 0644 and mtime = now (the LRU clock, not RCC's
+        # mother time), hash the blob as the policy asks, and remove tmp on error.
+        fd = fill_natively(self.lib, entry, tmp, final, relocation=relocation, linker=linker, label=key.relpath,
+                           perm=FILE_MODE, verified_store=store, policy=self.verify_policy)
+        if fd is not None:
+            self._filled(key, entry, started)
+            return fd
         try:
-            # produce_file creates tmp (O_EXCL) with perm 0644 and mtime = now (the LRU clock,
-            # not RCC's mother time), hashes the blob as the policy asks, removes tmp on error.
-            produce_file(self.lib, entry, tmp, relocation=self.relocation if key.kind == RELOCATED else None,
+            produce_file(self.lib, entry, tmp, relocation=relocation,
                          verify=False, linker=linker, label=key.relpath, perm=FILE_MODE,
                          verified_store=store, policy=self.verify_policy)
             os.replace(tmp, final)
@@ -361,6 +370,10 @@ class CacheFiller:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+        self._filled(key, entry, started)
+        return None
+
+    def _filled(self, key: CacheKey, entry: FileEntry, started: float) -> None:
         self._touched.add(key)
         self.fills[key.relpath] += 1
         self.fill_seconds += time.perf_counter() - started

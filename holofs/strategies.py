@@ -52,6 +52,7 @@ from .errors import CatalogError, CorruptBlob, MissingBlob
 from .fsutil import current_umask, raise_for_disk
 from .library import GZIP_MAGIC, ZSTD_MAGIC, Hololib, blob_relpath
 from .relocation import Relocation
+from .verification import VerifyPolicy, blob_key_of
 
 try:  # the optional C accelerator (holofs/_native.c, Linux): decodes and hashes without the GIL
     from . import _native
@@ -548,6 +549,50 @@ def _produce_native(src: int, blob_size: int, dst: int, entry: FileEntry, verify
     if verify and digest.hex() != entry.digest:
         raise _corrupt(label, entry, digest.hex())
     return True
+
+
+def fill_natively(lib: Hololib, entry: FileEntry, tmp: str, final: str, *, relocation: Relocation | None,
+                  linker: Linker, label: str, perm: int, verified_store=None, policy=None) -> int | None:
+    """A cache fill in one native call: ``entry``'s compressed blob decoded (hashed as ``policy``
+    asks, relocated) into the new file ``tmp``, renamed to ``final``; returns a read-only fd of
+    ``final``. None when the native path does not take it (not built, raw or missing blob, not
+    decodable there, digest mismatch): nothing was written, and :func:`produce_file` does it or
+    names the problem. Python does a few attribute lookups around it: in a mount's fill threads
+    that keeps the GIL free for the request loop (the general path holds it a dozen times)."""
+    if _native is None or entry.symlink or entry.size > NATIVE_DECODE_MAX:
+        return None
+    t0 = time.perf_counter()
+    blob = os.fsencode(f"{lib.library_dir}/{blob_relpath(entry.digest)}")
+    rewrites = entry.rewrite if relocation is not None and not relocation.is_identity else ()
+    ident = relocation.target if rewrites else b""
+    if rewrites:
+        _check_rewrites(entry, len(ident), label)
+    expect, same = b"", None
+    if verified_store is not None and policy is not None and policy != VerifyPolicy.SKIP:
+        need = True
+        if policy != VerifyPolicy.ALWAYS:
+            try:
+                st = os.stat(blob)
+            except FileNotFoundError:
+                return None
+            same = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            need = verified_store.needs_check_key(blob_key_of(entry.digest, same), policy)
+        if need:
+            if not _native.HAS_SHA256 or algorithm_of(entry.digest) != SHA256:
+                return None
+            expect, same = bytes.fromhex(entry.digest), None
+    try:
+        made = _native.fill_file(blob, os.fsencode(tmp), os.fsencode(final), entry.size, perm, expect, same, ident,
+                                 tuple(rewrites))
+    except OSError as exc:
+        raise_for_disk(exc, label)
+    if made is None:
+        return None
+    fd, blob_ident = made
+    if expect:
+        verified_store.mark_verified_key(blob_key_of(entry.digest, blob_ident))
+    linker.record(DECOMPRESS, entry.size, time.perf_counter() - t0)
+    return fd
 
 
 def _read_all(fd: int, size: int) -> bytes:

@@ -1,5 +1,6 @@
-"""One compressed blob decoded, hashed and relocated in C (``holofs._native.decode_file``), as
-the general per-file path (mount cache fills, materialize of unverified blobs) uses it.
+"""One compressed blob decoded, hashed and relocated in C: ``holofs._native.decode_file``, as
+the general per-file path (materialize of unverified blobs) uses it, and ``fill_file``, a mount's
+whole cache fill in one call.
 
 It is an accelerator: for every blob it must give the Python path's bytes and errors, and
 for a blob it does not decode it must write nothing and say so (None), so that the Python
@@ -8,10 +9,12 @@ path decodes it or names the problem.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import io
 import os
+import stat
 import sys
 
 import pytest
@@ -211,3 +214,121 @@ def test_produce_file_streams_what_is_too_big_for_memory(tmp_path, monkeypatch):
     produce_file(lib, FileEntry("f", len(data), 0o644, digest), tmp_path / "out", relocation=None, verify=True,
                  linker=Linker(), perm=0o644)
     assert (tmp_path / "out").read_bytes() == data and calls == []
+
+
+# -- a mount's cache fill in one call: fill_file and strategies.fill_natively ---------------------
+
+
+def _fill(tmp_path, blob: bytes, size: int, *, expect: bytes = b"", same=None, ident: bytes = b"", offsets=()):
+    (tmp_path / "blob").write_bytes(blob)
+    final = tmp_path / "final"
+    made = _native().fill_file(os.fsencode(tmp_path / "blob"), os.fsencode(tmp_path / "tmp"), os.fsencode(final),
+                               size, 0o644, expect, same, ident, tuple(offsets))
+    return made, final
+
+
+def _ident(path):
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+@pytest.mark.parametrize("encode", [gzip.compress, _zstd], ids=["gzip", "zstd"])
+def test_fill_file_decodes_hashes_relocates_and_renames(tmp_path, encode):
+    data = bytearray(os.urandom(100_000))
+    data[5_000 : 5_000 + len(RECORDED)] = RECORDED
+    data = bytes(data)
+    old = os.umask(0o077)  # the cache's mode does not depend on the umask
+    try:
+        made, final = _fill(tmp_path, encode(data), len(data), expect=hashlib.sha256(data).digest(), ident=IDENT,
+                            offsets=[5_000])
+    finally:
+        os.umask(old)
+    fd, blob_ident = made
+    try:
+        content = os.pread(fd, len(data) + 1, 0)
+        assert os.fstat(fd).st_ino == os.stat(final).st_ino
+    finally:
+        os.close(fd)
+    assert content == data[:5_000] + IDENT + data[5_000 + len(IDENT):]
+    assert blob_ident == _ident(tmp_path / "blob")
+    assert stat.S_IMODE(os.stat(final).st_mode) == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blob", "final"]  # the temporary name is gone
+
+
+@pytest.mark.parametrize("case", ["wrong digest", "raw", "changed blob", "corrupt", "missing"])
+def test_fill_file_leaves_what_it_does_not_take_untouched(tmp_path, case):
+    data = os.urandom(20_000)
+    blob, size, expect, same = gzip.compress(data), len(data), hashlib.sha256(data).digest(), None
+    if case == "wrong digest":
+        expect = hashlib.sha256(b"other").digest()
+    elif case == "raw":
+        blob = data  # the caller may reflink it
+    elif case == "changed blob":  # verified as another file: hash it again on the general path
+        expect, same = b"", (1, 2, len(blob), 3, 4)
+    elif case == "corrupt":
+        blob = blob[:-100]
+    (tmp_path / "blob").write_bytes(blob)
+    if case == "missing":
+        (tmp_path / "blob").unlink()
+    made, final = _fill(tmp_path, blob, size, expect=expect, same=same) if case != "missing" else (
+        _native().fill_file(os.fsencode(tmp_path / "blob"), os.fsencode(tmp_path / "tmp"),
+                            os.fsencode(tmp_path / "final"), size, 0o644, expect, None, b"", ()),
+        tmp_path / "final")
+    assert made is None
+    assert not final.exists() and not (tmp_path / "tmp").exists()
+
+
+def test_fill_file_skips_the_hash_only_for_the_same_blob_file(tmp_path):
+    data = os.urandom(20_000)
+    (tmp_path / "blob").write_bytes(gzip.compress(data))
+    blob, final, ident = os.fsencode(tmp_path / "blob"), tmp_path / "final", _ident(tmp_path / "blob")
+    for i in range(5):  # any field of the identity differs: not the file that was verified
+        other = tuple(v + (k == i) for k, v in enumerate(ident))
+        assert _native().fill_file(blob, os.fsencode(tmp_path / "tmp"), os.fsencode(final), len(data), 0o644, b"",
+                                   other, b"", ()) is None
+    assert not final.exists()
+    made = _native().fill_file(blob, os.fsencode(tmp_path / "tmp"), os.fsencode(final), len(data), 0o644, b"",
+                               ident, b"", ())
+    assert made is not None
+    os.close(made[0])
+    assert final.read_bytes() == data
+
+
+def test_fill_file_create_error_is_an_oserror_and_leaves_nothing(tmp_path):
+    data = os.urandom(1_000)
+    (tmp_path / "blob").write_bytes(gzip.compress(data))
+    with pytest.raises(OSError) as err:  # the temporary's directory does not exist
+        _native().fill_file(os.fsencode(tmp_path / "blob"), os.fsencode(tmp_path / "no" / "tmp"),
+                            os.fsencode(tmp_path / "final"), len(data), 0o644, b"", None, b"", ())
+    assert err.value.errno == errno.ENOENT
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blob"]
+
+
+def test_fill_natively_records_trust_and_falls_back_for_a_replaced_blob(tmp_path):
+    data = os.urandom(30_000)
+    digest = hashlib.sha256(data).hexdigest()
+    lib = _library(tmp_path, {digest: gzip.compress(data)})
+    entry = FileEntry("f", len(data), 0o644, digest)
+    store, linker = VerifiedStore(tmp_path / "cache"), Linker()
+    blob = lib.library_dir / blob_relpath(digest)
+
+    def fill(name):
+        return strategies.fill_natively(lib, entry, str(tmp_path / f"{name}.tmp"), str(tmp_path / name),
+                                        relocation=None, linker=linker, label=name, perm=0o644,
+                                        verified_store=store, policy=VerifyPolicy.TRUSTED)
+
+    fd = fill("a")
+    assert fd is not None
+    os.close(fd)
+    assert not store.needs_check(digest, blob, VerifyPolicy.TRUSTED)  # hashed on first use, and recorded
+    assert linker.counters["decompress"].files == 1
+    fd = fill("b")  # trusted now: decoded without hashing
+    assert fd is not None
+    os.close(fd)
+    wrong = bytearray(data)
+    wrong[0] ^= 1
+    blob.write_bytes(gzip.compress(bytes(wrong)))  # replaced: another file, so hashed again, and refused
+    assert fill("c") is None and not (tmp_path / "c").exists() and not (tmp_path / "c.tmp").exists()
+    with pytest.raises(CorruptBlob):
+        produce_file(lib, entry, tmp_path / "c", relocation=None, verify=False, linker=linker, perm=0o644,
+                     verified_store=store, policy=VerifyPolicy.TRUSTED)
