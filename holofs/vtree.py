@@ -18,9 +18,10 @@ the mounting user.
 
 Open files are served from the content-addressed cache (:mod:`holofs.cache`): ``open``
 materializes the file there (once) and keeps a real fd in the handle table; ``read`` is a
-plain ``os.pread``. Read-ahead: the first miss in a directory also queues its other small
-files that an interpreter loads (modules and shared libraries, see :func:`worth_prefetching`;
-at most ``PREFETCH_MAX_SIZE`` bytes each) for background worker threads, so that a program
+plain ``os.pread``. Read-ahead: the first miss in a directory also queues a job that fills
+its other small files that an interpreter loads (modules and shared libraries, see
+:func:`worth_prefetching`; at most ``PREFETCH_MAX_SIZE`` bytes each), one directory per
+background worker thread at a time, so that a program
 walking a package (an interpreter importing it) finds the next files ready; a
 foreground open of a file being prefetched waits for that one fill instead of starting its
 own. Handles are allocated through :meth:`VirtualTree.add_handle`. A frontend whose kernel
@@ -162,6 +163,7 @@ class VirtualTree:
         self.prefetch = prefetch
         self._prefetched_dirs: set[int] = set()
         self._prefetcher: ThreadPoolExecutor | None = None
+        self._prefetch_stopped = False
         self._inode_fds: OrderedDict[int, int] = OrderedDict()
 
     # -- construction ---------------------------------------------------------------------
@@ -387,13 +389,20 @@ class VirtualTree:
             if self._prefetcher is None:
                 self._prefetcher = ThreadPoolExecutor(PREFETCH_THREADS, thread_name_prefix="holofs-prefetch")
             pool = self._prefetcher
+        with contextlib.suppress(RuntimeError):  # shut down meanwhile
+            pool.submit(self._prefetch_dir, parent, ino)
+
+    def _prefetch_dir(self, parent: int, opened: int) -> None:
+        """Fill ``parent``'s small modules but ``opened`` (one job per directory: the opening
+        thread, whose reader waits, only submits it)."""
         first, end = self._children(parent)
         for child in range(first, end):
             entry = self.files[child]
-            if (child != ino and entry is not None and not entry.symlink and entry.size <= PREFETCH_MAX_SIZE
+            if self._prefetch_stopped:
+                return
+            if (child != opened and entry is not None and not entry.symlink and entry.size <= PREFETCH_MAX_SIZE
                     and worth_prefetching(entry.name)):
-                with contextlib.suppress(RuntimeError):  # shut down meanwhile
-                    pool.submit(self._prefetch_one, entry)
+                self._prefetch_one(entry)
 
     def _prefetch_one(self, entry: FileEntry) -> None:
         try:
@@ -432,6 +441,7 @@ class VirtualTree:
 
     def close(self) -> None:
         """Stop read-ahead and close every open handle (at unmount)."""
+        self._prefetch_stopped = True
         if self._prefetcher is not None:
             self._prefetcher.shutdown(wait=False, cancel_futures=True)
         with self._handle_lock:
