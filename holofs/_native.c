@@ -44,7 +44,8 @@
  * fill_file(blob, tmp, final, size, mode, expect, same, ident, offsets) -> (fd, blob_ident) | None
  *   A mount's cache fill in one call: the compressed blob at path `blob` decoded (as decode_file)
  *   into `tmp`, created O_EXCL with `mode`, and renamed to `final`; returns a new read-only fd of
- *   `final` and the blob's (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns) as read.
+ *   `final` (-1 if it was gone again before it could be opened) and the blob's (st_dev, st_ino,
+ *   st_size, st_mtime_ns, st_ctime_ns) as read.
  *   `expect`: b"" (no hashing) or the 32-byte SHA-256 the content must have as recorded;
  *   `same`: None, or the identity the blob file must still have (the caller skips hashing a
  *   blob verified as that file). None when it is not for this path, with nothing left behind:
@@ -672,7 +673,8 @@ static PyObject *decode_file(PyObject *Py_UNUSED(self), PyObject *args) {
 }
 
 /* fill_file's work, without the GIL: NOT_RAW (nothing left behind: the caller's path does
- * it), 0 with *fd_out open on `final`, or an errno (tmp removed). */
+ * it), 0 with *fd_out open on `final` (or -1 if it could not be opened after the rename), or an
+ * errno (tmp removed). */
 static int fill_one(const char *blob, const char *tmp, const char *final, long long size, int mode,
                     const unsigned char *expect, const long long *same, const long long *offs, Py_ssize_t noffs,
                     const char *ident, size_t ident_len, struct stat *st, int *fd_out) {
@@ -707,8 +709,8 @@ static int fill_one(const char *blob, const char *tmp, const char *final, long l
             err = errno;
         if (err)
             unlink(tmp);
-        else if ((*fd_out = open(final, O_RDONLY | O_CLOEXEC)) < 0)
-            err = errno;
+        else
+            *fd_out = open(final, O_RDONLY | O_CLOEXEC); /* -1: made, but removed meanwhile (gc) */
     }
     if (c != NULL)
         shrink_codec(c);

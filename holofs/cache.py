@@ -340,7 +340,7 @@ class CacheFiller:
             self._verified_store()
 
     def _fill(self, key: CacheKey, entry: FileEntry) -> int | None:
-        """Materialize ``key``; returns a read-only fd of it when the native path made it."""
+        """Materialize ``key``; returns a read-only fd of it when the native path made and opened it."""
         from .strategies import fill_natively, produce_file
 
         linker = self._the_linker()
@@ -360,7 +360,7 @@ class CacheFiller:
                            perm=FILE_MODE, verified_store=store, policy=self.verify_policy)
         if fd is not None:
             self._filled(key, entry, started)
-            return fd
+            return fd if fd >= 0 else None  # None: removed meanwhile (gc); the caller opens or fills again
         try:
             produce_file(self.lib, entry, tmp, relocation=relocation,
                          verify=False, linker=linker, label=key.relpath, perm=FILE_MODE,
