@@ -53,6 +53,8 @@ MOUNTS = "mounts"
 KINDS = (PLAIN, RELOCATED)
 FILE_MODE = 0o644
 _O_READ = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+TAKEOVER_SECONDS = 0.05
+"""How long a reader waits for a read-ahead thread filling the same file (see CacheFiller.open)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +253,7 @@ class CacheFiller:
         self._verified: Any = None
         self._locks: dict[CacheKey, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        self._read_ahead: set[CacheKey] = set()  # keys a read-ahead thread is filling
         self._touched: set[CacheKey] = set()
         self._root = os.fspath(self.cache.root)
         self._made_dirs: set[str] = set()
@@ -285,22 +288,37 @@ class CacheFiller:
                 os.utime(path)  # LRU: mark as used
         return fd
 
-    def open(self, entry: FileEntry) -> int:
+    def open(self, entry: FileEntry, *, read_ahead: bool = False) -> int:
+        """``read_ahead``: the caller is a read-ahead thread (idle CPU priority). A reader that
+        finds the file being filled by one waits ``TAKEOVER_SECONDS`` at most, then fills it
+        itself: a busy machine may starve that thread (the later rename replaces identical
+        content)."""
         key = cache_key(entry, self.relocation)
         fd = self._open_cached(key, entry)
         if fd is not None:
             return fd
-        with self._lock_for(key):
+        lock = self._lock_for(key)
+        while not lock.acquire(timeout=TAKEOVER_SECONDS):
+            if key in self._read_ahead:
+                return self._fill_and_open(key, entry)
+        try:
+            if read_ahead:
+                self._read_ahead.add(key)
             fd = self._open_cached(key, entry)  # filled by another thread meanwhile?
+            return fd if fd is not None else self._fill_and_open(key, entry)
+        finally:
+            if read_ahead:
+                self._read_ahead.discard(key)
+            lock.release()
+
+    def _fill_and_open(self, key: CacheKey, entry: FileEntry) -> int:
+        for _ in range(2):  # once more if it was removed between rename and open (gc)
+            fd = self._fill(key, entry)
             if fd is not None:
                 return fd
-            for _ in range(2):  # once more if it was removed between rename and open (gc)
-                fd = self._fill(key, entry)
-                if fd is not None:
-                    return fd
-                with contextlib.suppress(FileNotFoundError):
-                    return os.open(self._path(key), _O_READ)  # just written: no size check, no touch
-            return os.open(self._path(key), _O_READ)
+            with contextlib.suppress(FileNotFoundError):
+                return os.open(self._path(key), _O_READ)  # just written: no size check, no touch
+        return os.open(self._path(key), _O_READ)
 
     # -- filling -----------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from holofs import cache as cache_mod
 from holofs.cache import PLAIN, RELOCATED, CacheFiller, FileCache, cache_key, parse_size
 from holofs.catalog import iter_files, read_catalog
 from holofs.errors import CorruptBlob, UsageError
@@ -88,6 +89,44 @@ def test_concurrent_opens_fill_each_key_once(rcc_catalog: Path, tmp_path: Path) 
     for entry in files.values():
         os.close(again.open(entry))
     assert sum(again.fills.values()) == 0
+
+
+def test_a_reader_waits_for_read_ahead_only_so_long(rcc_catalog: Path, tmp_path: Path) -> None:
+    """Read-ahead threads run at idle CPU priority, so a busy machine may starve one in the middle
+    of a fill. A reader of that file fills it itself after TAKEOVER_SECONDS. A reader of a file
+    another reader is filling waits for it, however long."""
+    _catalog, lib, _reloc, cache, filler, files = _setup(rcc_catalog, tmp_path)
+    entry = files["rcc_activate.sh"]
+    key = cache_key(entry, filler.relocation)
+    expected = _read_fd(CacheFiller(FileCache(tmp_path / "other"), lib, filler.relocation).open(entry))
+    lock = filler._lock_for(key)
+    lock.acquire()  # a read-ahead fill of this key that does not get the CPU
+    filler._read_ahead.add(key)
+    got: list[int] = []
+    reader = threading.Thread(target=lambda: got.append(filler.open(entry)), daemon=True)
+    reader.start()
+    reader.join(timeout=30)
+    try:
+        assert got, "the reader waited for the starved read-ahead fill"
+        assert _read_fd(got[0]) == expected  # filled here meanwhile
+        assert filler.fills[key.relpath] == 1
+    finally:
+        filler._read_ahead.discard(key)
+        lock.release()
+
+    entry = files["identity.yaml"]
+    key = cache_key(entry, filler.relocation)
+    lock = filler._lock_for(key)
+    lock.acquire()  # another reader's fill, at normal priority: wait for it
+    got = []
+    reader = threading.Thread(target=lambda: got.append(filler.open(entry)))
+    reader.start()
+    reader.join(timeout=20 * cache_mod.TAKEOVER_SECONDS)
+    assert reader.is_alive() and not got
+    lock.release()
+    reader.join()
+    assert _read_fd(got[0]) == _read_fd(CacheFiller(FileCache(tmp_path / "other"), lib, filler.relocation).open(entry))
+    assert filler.fills[key.relpath] == 1
 
 
 def test_prepare_does_the_first_fills_one_time_work(rcc_catalog: Path, tmp_path: Path) -> None:
