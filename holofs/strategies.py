@@ -554,11 +554,13 @@ def _produce_native(src: int, blob_size: int, dst: int, entry: FileEntry, verify
 def fill_natively(lib: Hololib, entry: FileEntry, tmp: str, final: str, *, relocation: Relocation | None,
                   linker: Linker, label: str, perm: int, verified_store=None, policy=None) -> int | None:
     """A cache fill in one native call: ``entry``'s compressed blob decoded (hashed as ``policy``
-    asks, relocated) into the new file ``tmp``, renamed to ``final``; returns a read-only fd of
-    ``final`` (-1 if it was removed again before it could be opened). None when the native path does not take it (not built, raw or missing blob, not
+    asks, relocated) into the new file ``tmp``, renamed to ``final``.
+
+    Returns a read-only fd of ``final``, or -1 if it was removed again before it could be
+    opened. None when the native path does not take it (not built, raw or missing blob, not
     decodable there, digest mismatch): nothing was written, and :func:`produce_file` does it or
     names the problem. Python does a few attribute lookups around it: in a mount's fill threads
-    that keeps the GIL free for the request loop (the general path holds it a dozen times)."""
+    that keeps the GIL free for the request loop (the general path takes it a dozen times)."""
     if _native is None or entry.symlink or entry.size > NATIVE_DECODE_MAX:
         return None
     t0 = time.perf_counter()
