@@ -295,6 +295,15 @@ def _corrupt(label: str, entry: FileEntry, actual: str, detail: str = "") -> Cor
     )
 
 
+def _rewrites_of(entry: FileEntry, relocation: Relocation | None, label: str) -> tuple[list[int], bytes]:
+    """The offsets to rewrite in ``entry`` and the identity written there (none for no or an
+    identity relocation); CatalogError if an offset range leaves the file."""
+    if relocation is None or relocation.is_identity or not entry.rewrite:
+        return [], b""
+    _check_rewrites(entry, len(relocation.target), label)
+    return entry.rewrite, relocation.target
+
+
 def _check_rewrites(entry: FileEntry, n: int, label: str) -> None:
     for off in entry.rewrite:
         if off < 0 or off + n > entry.size:
@@ -384,10 +393,7 @@ def produce_file(
         st = os.fstat(src)
         if verified_store is not None and policy is not None:
             verify = verified_store.needs_check_stat(digest, st, policy)
-        rewrites = entry.rewrite if relocation is not None and not relocation.is_identity else ()
-        ident = relocation.target if rewrites else b""
-        if rewrites:
-            _check_rewrites(entry, len(ident), label)
+        rewrites, ident = _rewrites_of(entry, relocation, label)
         whole = b""
         native = False
         if st.st_size == entry.size:
@@ -565,10 +571,7 @@ def fill_natively(lib: Hololib, entry: FileEntry, tmp: str, final: str, *, reloc
         return None
     t0 = time.perf_counter()
     blob = os.fsencode(f"{lib.library_dir}/{blob_relpath(entry.digest)}")
-    rewrites = entry.rewrite if relocation is not None and not relocation.is_identity else ()
-    ident = relocation.target if rewrites else b""
-    if rewrites:
-        _check_rewrites(entry, len(ident), label)
+    rewrites, ident = _rewrites_of(entry, relocation, label)
     expect, same = b"", None
     if verified_store is not None and policy is not None and policy != VerifyPolicy.SKIP:
         need = True
@@ -577,6 +580,8 @@ def fill_natively(lib: Hololib, entry: FileEntry, tmp: str, final: str, *, reloc
                 st = os.stat(blob)
             except FileNotFoundError:
                 return None
+            if st.st_size == entry.size:
+                return None  # raw: produce_file may reflink it (fill_file would say so after an open)
             same = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
             need = verified_store.needs_check_key(blob_key_of(entry.digest, same), policy)
         if need:

@@ -416,10 +416,7 @@ class VirtualTree:
 
     def _prefetch_one(self, entry: FileEntry) -> None:
         try:
-            fd = self.source.open_cached(entry)  # type: ignore[union-attr]
-            if fd is None:
-                fd = self.source.open(entry, read_ahead=True)  # type: ignore[union-attr]
-            os.close(fd)
+            os.close(self.source.open(entry, read_ahead=True))  # type: ignore[union-attr]
         except Exception as exc:  # noqa: BLE001 - read-ahead is best effort; a real open reports it
             log.debug("prefetch of %s failed: %s", entry.name, exc)
 
