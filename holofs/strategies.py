@@ -277,15 +277,40 @@ class _TooBig(Exception):
 # --- helpers ---------------------------------------------------------------------------
 
 
+HASH_BUFFER_MAX = 4 << 20
+"""Blobs up to this size are hashed from a per-thread buffer, larger ones through mmap. In a
+process with several threads every munmap interrupts the other CPUs to flush their TLBs: an
+mmap per blob made hashing the corpus's 15k raw blobs ~1.5x slower."""
+_hash_buffers = threading.local()
+
+
 def _hash_fd(fd: int, size: int, digest: str) -> str:
-    """Digest of an open file's first ``size`` bytes via mmap (no copy into Python)."""
+    """Digest of an open file's first ``size`` bytes (one read into a reused buffer, or an
+    mmap past :data:`HASH_BUFFER_MAX`; no copy into a new Python object either way)."""
     alg = algorithm_of(digest)
     if size == 0:
         return new_hasher(alg or "sha256").hexdigest()
-    with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as view:
-        if alg == SIPHASH128:
-            return siphash128(view).hex()
-        return hashlib.sha256(view).hexdigest()
+    if size > HASH_BUFFER_MAX:
+        with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as view:
+            return _hash_view(view, alg)
+    buf: bytearray | None = getattr(_hash_buffers, "buf", None)
+    if buf is None or len(buf) < size:
+        buf = _hash_buffers.buf = bytearray(max(size, CHUNK))
+    view = memoryview(buf)
+    got = 0
+    while got < size:
+        n = os.preadv(fd, [view[got:size]], got)
+        if n == 0:
+            break  # shorter than recorded: hash what is there (it will not match)
+        got += n
+    with view[:got] as data:
+        return _hash_view(data, alg)
+
+
+def _hash_view(data: memoryview | mmap.mmap, alg: str | None) -> str:
+    if alg == SIPHASH128:
+        return siphash128(data).hex()
+    return hashlib.sha256(data).hexdigest()
 
 
 def _corrupt(label: str, entry: FileEntry, actual: str, detail: str = "") -> CorruptBlob:

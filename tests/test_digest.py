@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 
 import pytest
 
@@ -101,3 +102,28 @@ def test_hash_file(tmp_path, algorithm: str) -> None:
 
     assert hash_file(full, algorithm) == ref(data)
     assert hash_file(empty, algorithm) == ref(b"")
+
+
+@pytest.mark.parametrize("algorithm", ["sha256", "siphash128"])
+def test_hash_fd_reuses_its_buffer_without_mixing_files(tmp_path, algorithm: str) -> None:
+    """Buffered hashing (a per-thread buffer up to HASH_BUFFER_MAX, mmap past it) gives each
+    file's own digest, also a small file after a bigger one; a file shorter than the recorded
+    size gives the digest of what it holds (no error, no stale buffer bytes)."""
+    from holofs.strategies import HASH_BUFFER_MAX, _hash_fd
+
+    def reference(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest() if algorithm == "sha256" else siphash128(data).hex()
+
+    like = reference(b"")  # a digest of the algorithm: only its length and form matter
+    sizes = [0, 1, 4096, 3 << 20, 5, HASH_BUFFER_MAX + 12345, 77]
+    for i, size in enumerate(sizes):
+        data = os.urandom(size)
+        path = tmp_path / f"blob{i}"
+        path.write_bytes(data)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            assert _hash_fd(fd, size, like) == reference(data), size
+            if size <= HASH_BUFFER_MAX:  # (mmap refuses a length past the end)
+                assert _hash_fd(fd, size + 1, like) == reference(data)
+        finally:
+            os.close(fd)
