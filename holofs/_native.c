@@ -8,26 +8,32 @@
  *
  * build_tree(lib_fd, root_fd, dir_parents, dir_names, file_dirs, blobs, names, modes, sizes, rewrites,
  *            ident, verified, chmod_mask, dir_mode, mtime_ns, decode, reflink, threads, counter)
- *   -> (dir_fds, made, unverified)
+ *   -> (dir_fds, made, unverified, hashed)
  *   Directory 0 is root_fd (open, not closed here); directory i > 0 is made as
  *   dir_names[i] (mode dir_mode) under directory dir_parents[i], and opened O_NOFOLLOW.
  *   File i is created O_EXCL|O_NOFOLLOW as names[i] in directory file_dirs[i] (non-
  *   decreasing) with modes[i] (fchmod'ed when modes[i] & chmod_mask), reflinked (FICLONE)
  *   from the raw blob at blobs[i] (relative to lib_fd) and stamped mtime=atime=mtime_ns;
  *   sizes[i] is the catalog size; `ident` (bytes) is written at each offset of rewrites[i] (a
- *   tuple; the caller checks that every range lies inside the file). A blob of another size is compressed: with decode=0 it is
- *   skipped (NOT_RAW); with decode=1 a gzip/zstd blob whose key (holofs.verification.blob_key:
- *   "<digest> <st_dev> <st_ino> <st_size> <st_mtime_ns> <st_ctime_ns>", the digest being the
- *   blob's file name) is a line of `verified` (bytes: the verification log) is decoded into the
- *   new file, any other is skipped; decode=2 decodes every one (--verify skip). A
- *   blob that does not decode to exactly sizes[i] bytes is skipped (the Python path reports it).
+ *   tuple; the caller checks that every range lies inside the file). A blob of another size
+ *   is compressed and is decoded into the new file (gzip/zstd; one that does not decode to
+ *   exactly sizes[i] bytes is left: the Python path reports it).
+ *   Hashing, `decode` (the verification policy): 2 hashes nothing (--verify skip); 1 hashes a
+ *   blob unless its key (holofs.verification.blob_key: "<digest> <st_dev> <st_ino> <st_size>
+ *   <st_mtime_ns> <st_ctime_ns>", the digest being the blob's file name) is a line of
+ *   `verified` (bytes: the verification log); 0 hashes every blob. A hashed blob's content
+ *   (a raw one before its clone, a compressed one once decoded) must have the digest its name
+ *   says (SHA-256 for 64 hex digits, RCC's SipHash-2-4-128 for 32), else the file is left
+ *   uncreated: a bad blob never gets a name, and the Python path reports it.
  *   dir_fds[i]: the directory's new fd (the caller closes it), or -1 if it was not made.
  *   made[i] (bytes): MADE_CLONE (reflinked, or empty), MADE_DECODE, or 0: not made (left for
- *   the caller: not raw and not decodable here; raw but the filesystems cannot reflink
- *   (reflink=0, or the first FICLONE said so: then no other raw file is tried); or not tried
- *   because the first errno, of a file or a directory, stops every thread). unverified: {i: blob key} for the files cloned
- *   from a blob whose key is not in `verified` (decode=1), or from any blob (decode=0), so
- *   the caller hashes those blobs.
+ *   the caller: not raw and not decodable here, or not as its digest says; raw but the
+ *   filesystems cannot reflink (reflink=0, or the first FICLONE said so: then no other raw
+ *   file is tried); or not tried because the first errno, of a file or a directory, stops
+ *   every thread). unverified: {i: blob key} for the clones whose blob had to be hashed but
+ *   could not be here (bigger than DECODE_MAX, or SHA-256 without libcrypto): the caller
+ *   hashes those. hashed: {i: blob key} for the files made from a blob hashed here and found
+ *   right (the caller records them as verified).
  *   counter: None or a writable 8-byte buffer, atomically increased by each file made (progress
  *   for a caller polling from another thread).
  *
@@ -89,6 +95,7 @@
 #define NOT_RAW (-1)
 #define NOT_TRIED (-2)
 #define NO_REFLINK (-3)
+#define BAD_DIGEST (-4) /* the blob's content is not what its name says: left to the Python path, which names it */
 #define MADE_CLONE 1
 #define MADE_DECODE 2
 #define UNIT 32 /* files handed to a thread at a time */
@@ -166,7 +173,8 @@ typedef struct {
     const long long *offs; /* rewrite offsets */
     Py_ssize_t noffs;
     unsigned char made;  /* MADE_* when done */
-    unsigned char check; /* a clone whose blob the caller must hash */
+    unsigned char check;  /* a clone whose blob the caller must hash */
+    unsigned char hashed; /* made from a blob hashed (and found right) here */
     struct stat st;
 } item_t;
 
@@ -368,12 +376,93 @@ static int finish_file(const tree_t *t, int dir_fd, const item_t *it, int dst, i
     return err;
 }
 
+/* SipHash-2-4 with a 128-bit result (Aumasson and Bernstein's specification): the digest RCC
+ * gives the blobs of a library kept without compression. */
+static uint64_t load_le64(const unsigned char *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static void store_le64(unsigned char *p, uint64_t v) {
+    for (int i = 0; i < 8; i++, v >>= 8)
+        p[i] = (unsigned char)v;
+}
+
+#define ROTL64(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
+
+static void sip_rounds(uint64_t v[4], int rounds) {
+    while (rounds--) {
+        v[0] += v[1], v[1] = ROTL64(v[1], 13), v[1] ^= v[0], v[0] = ROTL64(v[0], 32);
+        v[2] += v[3], v[3] = ROTL64(v[3], 16), v[3] ^= v[2];
+        v[0] += v[3], v[3] = ROTL64(v[3], 21), v[3] ^= v[0];
+        v[2] += v[1], v[1] = ROTL64(v[1], 17), v[1] ^= v[2], v[2] = ROTL64(v[2], 32);
+    }
+}
+
+static void siphash24_128(const unsigned char *in, size_t n, const unsigned char key[16], unsigned char out[16]) {
+    uint64_t k0 = load_le64(key), k1 = load_le64(key + 8);
+    uint64_t v[4] = {0x736f6d6570736575ULL ^ k0, 0x646f72616e646f6dULL ^ k1 ^ 0xee, 0x6c7967656e657261ULL ^ k0,
+                     0x7465646279746573ULL ^ k1};
+    size_t whole = n & ~(size_t)7;
+    for (size_t i = 0; i < whole; i += 8) {
+        uint64_t m = load_le64(in + i);
+        v[3] ^= m;
+        sip_rounds(v, 2);
+        v[0] ^= m;
+    }
+    uint64_t last = (uint64_t)n << 56;
+    for (size_t i = 0; i < (n & 7); i++)
+        last |= (uint64_t)in[whole + i] << (8 * i);
+    v[3] ^= last;
+    sip_rounds(v, 2);
+    v[0] ^= last;
+    v[2] ^= 0xee;
+    sip_rounds(v, 4);
+    store_le64(out, v[0] ^ v[1] ^ v[2] ^ v[3]);
+    v[1] ^= 0xdd;
+    sip_rounds(v, 4);
+    store_le64(out + 8, v[0] ^ v[1] ^ v[2] ^ v[3]);
+}
+
+static const unsigned char RCC_SIPHASH_KEY[16] = "Very_Random-Seed"; /* holofs.digest.SIPHASH_KEY */
+
+/* Whether content buf[0:n] has the digest named by blob path `blob` (its last component, 64
+ * hex digits: SHA-256, 32: SipHash-2-4-128): 1 yes, 0 no, -1 not checkable here (another
+ * name, or SHA-256 without libcrypto). */
+static int content_matches(const char *blob, const unsigned char *buf, size_t n) {
+    const char *slash = strrchr(blob, '/'), *name = slash ? slash + 1 : blob;
+    size_t len = strlen(name);
+    unsigned char md[32];
+    if (len == 32) {
+        siphash24_128(buf, n, RCC_SIPHASH_KEY, md);
+    } else if (len == 64) {
+#ifdef HAVE_OPENSSL
+        unsigned int mdlen = 0;
+        if (!EVP_Digest(buf, n, md, &mdlen, EVP_sha256(), NULL))
+            return -1;
+#else
+        return -1;
+#endif
+    } else {
+        return -1;
+    }
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < len / 2; i++)
+        if (name[2 * i] != hex[md[i] >> 4] || name[2 * i + 1] != hex[md[i] & 15])
+            return 0;
+    return 1;
+}
+
 /* Read blob src (n bytes) into c's buffers and decode it to exactly `size` bytes; with md
- * (32 bytes) set, hash the decoded content (as recorded) into it; then write ident at each of
- * the noffs offsets. 0 with *out_p the content; NOT_RAW if it does not decode here (or cannot
- * be hashed); or an errno. Shared by build_tree and decode_file. */
+ * (32 bytes) set, hash the decoded content (as recorded) into it; with `expect` (the blob's
+ * path) set, check the content against the digest it names (BAD_DIGEST if it differs); then
+ * write ident at each of the noffs offsets. 0 with *out_p the content; NOT_RAW if it does not
+ * decode here (or cannot be hashed); or an errno. Shared by build_tree, decode_file and fill_file. */
 static int decode_relocated(codec_t *c, int src, size_t n, size_t size, const long long *offs, Py_ssize_t noffs,
-                            const char *ident, size_t ident_len, unsigned char *md, unsigned char **out_p) {
+                            const char *ident, size_t ident_len, unsigned char *md, const char *expect,
+                            unsigned char **out_p) {
     unsigned char *in = room(&c->in, &c->in_cap, n ? n : 1), *out = room(&c->out, &c->out_cap, size + 1);
     int err = in == NULL || out == NULL ? ENOMEM : read_all(src, in, n);
     if (err)
@@ -389,17 +478,23 @@ static int decode_relocated(codec_t *c, int src, size_t n, size_t size, const lo
         return NOT_RAW;
 #endif
     }
+    if (expect != NULL) {
+        int ok = content_matches(expect, out, size);
+        if (ok <= 0)
+            return ok == 0 ? BAD_DIGEST : NOT_RAW;
+    }
     for (Py_ssize_t k = 0; k < noffs; k++)
         memcpy(out + offs[k], ident, ident_len);
     *out_p = out;
     return 0;
 }
 
-/* The decoded blob (src, already fstat'ed into it->st) as a new file; it->err as clone_one. */
-static void decode_one(const tree_t *t, codec_t *c, int dir_fd, item_t *it, int src) {
+/* The decoded blob (src, already fstat'ed into it->st) as a new file, its content checked
+ * against the blob's digest first if `check`; it->err as clone_one. */
+static void decode_one(const tree_t *t, codec_t *c, int dir_fd, item_t *it, int src, int check) {
     unsigned char *out = NULL;
     int err = decode_relocated(c, src, (size_t)it->st.st_size, (size_t)it->size, it->offs, it->noffs, t->ident,
-                               t->ident_len, NULL, &out);
+                               t->ident_len, NULL, check ? it->blob : NULL, &out);
     if (err) {
         it->err = err;
         return;
@@ -412,6 +507,7 @@ static void decode_one(const tree_t *t, codec_t *c, int dir_fd, item_t *it, int 
     err = finish_file(t, dir_fd, it, dst, write_all(dst, out, (size_t)it->size));
     it->err = err;
     it->made = err ? 0 : MADE_DECODE;
+    it->hashed = !err && check;
 }
 
 static void clone_one(tree_t *t, codec_t *c, int dir_fd, item_t *it) {
@@ -425,9 +521,10 @@ static void clone_one(tree_t *t, codec_t *c, int dir_fd, item_t *it) {
         close(src);
         return;
     }
+    int check = !trusted(t, it);
     if (!S_ISREG(it->st.st_mode) || (long long)it->st.st_size != it->size) {
-        if (S_ISREG(it->st.st_mode) && it->size <= DECODE_MAX && it->st.st_size <= DECODE_MAX && trusted(t, it))
-            decode_one(t, c, dir_fd, it, src);
+        if (S_ISREG(it->st.st_mode) && it->size <= DECODE_MAX && it->st.st_size <= DECODE_MAX)
+            decode_one(t, c, dir_fd, it, src, check);
         else
             it->err = NOT_RAW;
         close(src);
@@ -437,6 +534,18 @@ static void clone_one(tree_t *t, codec_t *c, int dir_fd, item_t *it) {
         it->err = NO_REFLINK;
         close(src);
         return;
+    }
+    int hashed = 0;
+    if (check && it->size <= DECODE_MAX) { /* hash the blob first: a bad one never gets a name */
+        unsigned char *buf = room(&c->in, &c->in_cap, it->size ? (size_t)it->size : 1);
+        int err = buf == NULL ? ENOMEM : read_all(src, buf, (size_t)it->size);
+        int ok = err ? -1 : content_matches(it->blob, buf, (size_t)it->size);
+        if (err || ok == 0) {
+            it->err = err ? err : BAD_DIGEST;
+            close(src);
+            return;
+        }
+        hashed = ok == 1;
     }
     int dst = openat(dir_fd, it->name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                      it->mode & 07777);
@@ -466,7 +575,8 @@ static void clone_one(tree_t *t, codec_t *c, int dir_fd, item_t *it) {
     it->err = err;
     if (!err) {
         it->made = MADE_CLONE;
-        it->check = !trusted(t, it);
+        it->hashed = (unsigned char)hashed;
+        it->check = check && !hashed;
     }
 }
 
@@ -652,7 +762,7 @@ static PyObject *decode_file(PyObject *Py_UNUSED(self), PyObject *args) {
     codec_t *c = thread_codec();
     unsigned char *out = NULL;
     err = c == NULL ? ENOMEM : decode_relocated(c, src, (size_t)blob_size, (size_t)size, offs, noffs, ident,
-                                                 (size_t)ident_len, sha256 ? md : NULL, &out);
+                                                 (size_t)ident_len, sha256 ? md : NULL, NULL, &out);
     if (err == NOT_RAW)
         err = 0; /* not decodable here: None */
     else if (!err) {
@@ -692,7 +802,7 @@ static int fill_one(const char *blob, const char *tmp, const char *final, long l
     unsigned char *out = NULL, md[32];
     if (!err)
         err = c == NULL ? ENOMEM : decode_relocated(c, src, (size_t)st->st_size, (size_t)size, offs, noffs, ident,
-                                                     ident_len, expect ? md : NULL, &out);
+                                                     ident_len, expect ? md : NULL, NULL, &out);
     close(src);
     if (!err && expect != NULL && memcmp(md, expect, 32) != 0)
         err = NOT_RAW; /* corrupt: the caller's path reports both digests */
@@ -840,7 +950,7 @@ static PyObject *build_tree(PyObject *Py_UNUSED(self), PyObject *args) {
     t.items = PyMem_Calloc(n ? (size_t)n : 1, sizeof(item_t));
     int *fdirs = PyMem_Calloc(n ? (size_t)n : 1, sizeof(int));
     PyObject *keep = PyList_New(ndirs + 2 * n); /* owns the encoded paths while the GIL is released */
-    PyObject *out = NULL, *fds = NULL, *made = NULL, *unverified = NULL;
+    PyObject *out = NULL, *fds = NULL, *made = NULL, *unverified = NULL, *hashed = NULL;
     long long *offsets = NULL;
     if (t.dirs == NULL || t.items == NULL || fdirs == NULL || keep == NULL) {
         PyErr_NoMemory();
@@ -911,7 +1021,8 @@ static PyObject *build_tree(PyObject *Py_UNUSED(self), PyObject *args) {
     fds = PyList_New(ndirs);
     made = PyBytes_FromStringAndSize(NULL, n);
     unverified = PyDict_New();
-    if (fds == NULL || made == NULL || unverified == NULL)
+    hashed = PyDict_New();
+    if (fds == NULL || made == NULL || unverified == NULL || hashed == NULL)
         goto done;
     for (Py_ssize_t i = 0; i < ndirs; i++)
         PyList_SET_ITEM(fds, i, PyLong_FromLong(t.dirs[i].state == DIR_READY ? t.dirs[i].fd : -1));
@@ -919,12 +1030,12 @@ static PyObject *build_tree(PyObject *Py_UNUSED(self), PyObject *args) {
     for (Py_ssize_t i = 0; i < n; i++) {
         const item_t *it = &t.items[i];
         mp[i] = (char)(it->err ? 0 : it->made);
-        if (it->err || !it->check)
+        if (it->err || !(it->check || it->hashed))
             continue;
         char key[KEY_MAX];
         int len = blob_key(it, key, sizeof key);
         PyObject *k = len > 0 ? PyUnicode_DecodeFSDefaultAndSize(key, len) : NULL, *idx = PyLong_FromSsize_t(i);
-        int rc = k != NULL && idx != NULL ? PyDict_SetItem(unverified, idx, k) : -1;
+        int rc = k != NULL && idx != NULL ? PyDict_SetItem(it->check ? unverified : hashed, idx, k) : -1;
         Py_XDECREF(k);
         Py_XDECREF(idx);
         if (rc < 0) {
@@ -933,11 +1044,12 @@ static PyObject *build_tree(PyObject *Py_UNUSED(self), PyObject *args) {
             goto done;
         }
     }
-    out = PyTuple_Pack(3, fds, made, unverified);
+    out = PyTuple_Pack(4, fds, made, unverified, hashed);
 done:
     Py_XDECREF(fds);
     Py_XDECREF(made);
     Py_XDECREF(unverified);
+    Py_XDECREF(hashed);
     if (out == NULL && t.dirs != NULL) /* an error after directories were opened: close them */
         for (Py_ssize_t i = 1; i < ndirs; i++)
             if (t.dirs[i].state == DIR_READY)
@@ -980,6 +1092,8 @@ PyMODINIT_FUNC PyInit__native(void) {
 #else
     if (m != NULL && PyModule_AddIntConstant(m, "HAS_SHA256", 0) < 0)
 #endif
+        Py_CLEAR(m);
+    if (m != NULL && PyModule_AddIntConstant(m, "DECODE_MAX", (long)DECODE_MAX) < 0)
         Py_CLEAR(m);
     return m;
 }

@@ -3,14 +3,15 @@
 Given a fresh staging directory, :func:`clone_tree` hands every directory and every
 rewrite-free regular file to ``holofs._native.build_tree``, which makes the directories and
 the files in C threads with the GIL released (no per-file or per-directory Python work, no
-worker processes): raw blobs are reflinked; gzip/zstd blobs are decoded into the new file
-when the verification record already covers that very blob file (or with ``--verify skip``),
-since hashing while decoding stays on the Python path. Raw blobs the record does not cover
-yet are hashed afterwards, in threads; a mismatch removes the clone and raises CorruptBlob
-(the staging directory is never renamed into place).
+worker processes): raw blobs are reflinked, gzip/zstd blobs decoded into the new file. Blobs
+the verification policy wants hashed are hashed there too (a raw one before its clone, a
+compressed one once decoded): one whose content does not match its digest is left uncreated,
+and the general path names it. The few the C code cannot hash (over its size limit) are
+hashed afterwards, in threads; a mismatch removes the clone and raises CorruptBlob (the
+staging directory is never renamed into place).
 
-It is an accelerator only: symlinks, files with rewrites, copy-pattern matches, unverified
-compressed blobs and whatever the native code could not do are returned to the caller for
+It is an accelerator only: symlinks, files with rewrites, copy-pattern matches, bad blobs
+and whatever the native code could not do are returned to the caller for
 the general per-file path (:func:`holofs.strategies.produce_file`), which also reports errors.
 """
 
@@ -102,10 +103,10 @@ def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: i
             sizes.append(entry.size)
             rewrites.append(offsets)
             entries.append(entry)
-    # Compressed blobs: trusted decodes those whose blob file is recorded as verified; skip
-    # decodes all; always leaves them to the Python path (which hashes while decoding).
-    decode = {VerifyPolicy.TRUSTED: 1, VerifyPolicy.SKIP: 2}.get(policy, 0)
-    verified = store.log_bytes() if decode == 1 else b""
+    # What the C code hashes: every blob (always), those whose blob file is not recorded as
+    # verified (trusted), none (skip).
+    hashing = {VerifyPolicy.TRUSTED: 1, VerifyPolicy.SKIP: 2}.get(policy, 0)
+    verified = store.log_bytes() if hashing == 1 else b""
     counter = array("q", [0])
     outcome: list[tuple[list[int], list]] = []
     failure: list[BaseException] = []
@@ -114,7 +115,7 @@ def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: i
         try:
             outcome.append(_native.build_tree(
                 lib_fd, dir_fds[""], dir_parents, dir_names, file_dirs, blobs, names, modes, sizes, rewrites, ident,
-                verified, linker.chmod_after, dir_mode, times_ns, decode, linker.reflink_known(pair) is not False,
+                verified, linker.chmod_after, dir_mode, times_ns, hashing, linker.reflink_known(pair) is not False,
                 threads, counter))
         except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
             failure.append(exc)
@@ -133,7 +134,7 @@ def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: i
     seconds = time.perf_counter() - t0
     if failure:
         raise failure[0]
-    fds, made, unverified = outcome[0]
+    fds, made, unverified, hashed = outcome[0]
     dir_fds.update((rel, fds[i]) for rel, i in index.items() if i and fds[i] >= 0)
     rels = [rel for rel, _node in dirs]
     for i in [i for i, kind in enumerate(made) if not kind]:
@@ -149,6 +150,7 @@ def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: i
         check = [(i, key) for i, key in check if key in missing]
     if check:
         _verify(lib_fd, dir_fds, check, entries, blobs, names, file_dirs, rels, store, threads)
+    store.mark_verified_keys(hashed.values())
     nonempty = [i for i in cloned if sizes[i]]
     share = seconds / max(1, len(nonempty) + len(decoded))  # the threads' wall time, split by files
     if nonempty:
@@ -160,7 +162,7 @@ def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: i
         linker.record(DECOMPRESS, sum(sizes[i] for i in decoded), share * len(decoded), files=len(decoded))
         if linker.mode == "reflink":
             linker.warn_once("reflink:compressed", COMPRESSED_REFLINK_WARNING)
-    return ClonedTree(left=left, written=written, verified=len(check))
+    return ClonedTree(left=left, written=written, verified=len(check) + len(set(hashed.values())))
 
 
 def _verify(lib_fd: int, dir_fds: dict[str, int], check: list[tuple[int, str]], entries: list[FileEntry], blobs: list[str],

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
 
@@ -208,6 +209,11 @@ class VerifiedStore:
             if self.buffered and len(self._pending) < FLUSH_EVERY:
                 return
             self._write_pending()
+
+    def mark_verified_keys(self, keys: Iterable[str]) -> None:
+        """:meth:`mark_verified_key` for each of ``keys``."""
+        for key in keys:
+            self.mark_verified_key(key)
 
     def flush(self) -> None:
         """Append the buffered lines to the log."""

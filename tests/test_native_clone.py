@@ -21,6 +21,7 @@ from test_materialize import TARGET_NAME, assert_restored, build_generated, opts
 
 from holofs import fastclone
 from holofs.catalog import DirEntry, FileEntry
+from holofs.digest import siphash128
 from holofs.errors import CorruptBlob
 from holofs.materializer import materialize
 from holofs.strategies import Linker
@@ -169,9 +170,11 @@ def test_leaves_what_it_cannot_do(tmp_path):
         entries["d/packed"] = lib.put(os.urandom(5000), compress=True)
         entries["x/link"] = FileEntry(name="", size=0, mode=0o777 | stat.S_IFLNK, digest="", symlink="../d/f1")
         result, _ = _clone(lib, mnt / "out", entries)
-        # A compressed blob (mixed library) and a symlink are left, nothing made for them.
-        assert result.left == {"d": ["packed"], "x": ["link"]} and result.written == 100
-        assert not (mnt / "out" / "d" / "packed").exists() and not (mnt / "out" / "x" / "link").exists()
+        # A symlink is left, nothing made for it; a compressed blob (mixed library) is decoded,
+        # hashed as it is used first.
+        assert result.left == {"x": ["link"]} and result.written == 101 and result.verified == 101
+        assert not (mnt / "out" / "x" / "link").exists()
+        assert (mnt / "out" / "d" / "packed").stat().st_size == 5000
         # A name in the way (EEXIST) stops every thread: what was not made is left, the file in
         # the way is untouched, nothing is half-made.
         flat = {f"r{i}": lib.put(os.urandom(3000 + i)) for i in range(100)}
@@ -197,10 +200,12 @@ def _blob_path(lib: Lib, entry: FileEntry):
 
 
 @pytest.mark.root
-def test_decodes_verified_compressed_blobs(tmp_path):
-    """gzip (several members too) and zstd blobs are decoded natively once the verification
-    record covers that blob file (or with --verify skip); an unverified, replaced or corrupt
-    one is left to the Python path (which hashes while decoding and reports)."""
+def test_decodes_compressed_blobs_and_hashes_them_first_time(tmp_path):
+    """gzip (several members too) and zstd blobs are decoded natively. Under --verify trusted
+    one the record does not cover yet (first use, a replaced blob file) is hashed as it is
+    decoded and then recorded; a blob covered by the record is not hashed again. A blob whose
+    content is not what its digest says, or that does not decode, is left to the Python path
+    (which reports it), nothing made for it."""
     import zstandard
 
     with loop_filesystem("xfs", tmp_path) as mnt:
@@ -216,23 +221,24 @@ def test_decodes_verified_compressed_blobs(tmp_path):
         _blob_path(lib, e).write_bytes(gzip.compress(two[:650]) + gzip.compress(two[650:]))
         data["pkg/members"] = two
         store = VerifiedStore(tmp_path / "cache", buffered=True)
-        # First use, trusted: nothing verified yet, so everything is left (nothing made).
-        result, _ = _clone(lib, mnt / "first", entries, store=store)
-        assert result.written == 0 and sorted(result.left["pkg"]) == sorted(n[4:] for n in data if n[:4] == "pkg/")
-        assert os.listdir(mnt / "first" / "pkg") == []
-        for entry in entries.values():  # what the Python path records after hashing
-            store.mark_verified_stat(entry.digest, os.stat(_blob_path(lib, entry)))
-        # Verified: decoded natively, with modes and mother times.
-        result, linker = _clone(lib, mnt / "out", entries, store=store)
-        assert result.left == {} and result.written == len(data) and result.verified == 0
+        # First use, trusted: every blob hashed while decoded, and recorded.
+        result, linker = _clone(lib, mnt / "first", entries, store=store)
+        assert result.left == {} and result.written == len(data) and result.verified == len(data)
         for name, content in data.items():
-            st = os.lstat(mnt / "out" / name)
-            assert (mnt / "out" / name).read_bytes() == content, name
+            st = os.lstat(mnt / "first" / name)
+            assert (mnt / "first" / name).read_bytes() == content, name
             assert stat.S_IMODE(st.st_mode) == stat.S_IMODE(entries[name].mode)
             assert st.st_mtime_ns == MOTHER_NS
         assert linker.as_dict()["decompress"]["files"] == len(data)
-        # A blob file replaced after it was verified (new inode) is not trusted any more; a
-        # corrupt one whose identity still matches fails to decode: both left, nothing made.
+        store.flush()
+        reread = VerifiedStore(tmp_path / "cache")
+        assert all(reread.is_verified_stat(entry.digest, os.stat(_blob_path(lib, entry))) for entry in entries.values())
+        # Recorded: decoded again without hashing.
+        result, _ = _clone(lib, mnt / "out", entries, store=store)
+        assert result.left == {} and result.written == len(data) and result.verified == 0
+        assert (mnt / "out" / "z" / "big.bin").read_bytes() == data["z/big.bin"]
+        # A blob file replaced after it was verified (new inode) is hashed again (and is right);
+        # a corrupt one whose identity still matches fails to decode: left, nothing made.
         victim, corrupt = entries["pkg/g3.py"], entries["pkg/g5.py"]
         path = _blob_path(lib, victim)
         path.with_suffix(".new").write_bytes(path.read_bytes())
@@ -245,34 +251,65 @@ def test_decodes_verified_compressed_blobs(tmp_path):
             if name != "pkg/g3.py":
                 store2.mark_verified_stat(entry.digest, os.stat(_blob_path(lib, entry)))
         result, _ = _clone(lib, mnt / "again", entries, store=store2)
-        assert sorted(result.left["pkg"]) == ["g3.py", "g5.py"]
-        assert not (mnt / "again" / "pkg" / "g3.py").exists() and not (mnt / "again" / "pkg" / "g5.py").exists()
-        # A digest verified as several blob files (copies, replacements): any of them counts.
-        store.mark_verified_stat(victim.digest, os.stat(path))
-        result, _ = _clone(lib, mnt / "both", {"pkg/g3.py": victim}, store=store)
-        assert result.left == {} and (mnt / "both" / "pkg" / "g3.py").read_bytes() == data["pkg/g3.py"]
-        # --verify skip decodes whatever is there; --verify always leaves all compressed blobs.
-        result, _ = _clone(lib, mnt / "skip", {"pkg/g1.py": entries["pkg/g1.py"]}, policy=VerifyPolicy.SKIP)
-        assert result.left == {} and (mnt / "skip" / "pkg" / "g1.py").read_bytes() == data["pkg/g1.py"]
+        assert result.left == {"pkg": ["g5.py"]} and result.verified == 1
+        assert not (mnt / "again" / "pkg" / "g5.py").exists()
+        assert (mnt / "again" / "pkg" / "g3.py").read_bytes() == data["pkg/g3.py"]
+        # Right size, decodes, but not the content its digest names: left when hashed (trusted
+        # first use, always), made as it is with --verify skip.
+        liar = lib.put(b"A" * 300, compress=True, digest=hashlib.sha256(b"B" * 300).hexdigest())
+        for policy in (VerifyPolicy.TRUSTED, VerifyPolicy.ALWAYS):
+            result, _ = _clone(lib, mnt / f"liar-{policy}", {"pkg/liar": liar}, policy=policy)
+            assert result.left == {"pkg": ["liar"]} and os.listdir(mnt / f"liar-{policy}" / "pkg") == []
+        result, _ = _clone(lib, mnt / "liar-skip", {"pkg/liar": liar}, policy=VerifyPolicy.SKIP)
+        assert result.left == {} and (mnt / "liar-skip" / "pkg" / "liar").read_bytes() == b"A" * 300
+        # --verify always hashes a recorded blob again.
         result, _ = _clone(lib, mnt / "always", {"pkg/g1.py": entries["pkg/g1.py"]}, store=store,
                            policy=VerifyPolicy.ALWAYS)
-        assert result.left == {"pkg": ["g1.py"]}
+        assert result.left == {} and result.verified == 1
+        assert (mnt / "always" / "pkg" / "g1.py").read_bytes() == data["pkg/g1.py"]
+        lib.close()
+
+
+@pytest.mark.root
+def test_hashes_raw_blobs_natively_as_rcc_does(tmp_path):
+    """First use under --verify trusted: raw blobs named by SHA-256 or by RCC's SipHash-2-4-128
+    (every tail length, empty too) are hashed in C, found right, cloned and recorded."""
+    with loop_filesystem("xfs", tmp_path) as mnt:
+        lib = Lib(mnt)
+        data = {f"s/{n}": os.urandom(n) for n in [*range(18), 1000, 65537]}
+        entries = {name: lib.put(content, digest=siphash128(content).hex()) for name, content in data.items()}
+        data["h/sha"] = os.urandom(5000)
+        entries["h/sha"] = lib.put(data["h/sha"])
+        store = VerifiedStore(tmp_path / "cache", buffered=True)
+        result, _ = _clone(lib, mnt / "out", entries, store=store)
+        assert result.left == {} and result.written == len(data) and result.verified == len(data)
+        assert all((mnt / "out" / name).read_bytes() == content for name, content in data.items())
+        assert _clone(lib, mnt / "again", entries, store=store)[0].verified == 0
         lib.close()
 
 
 @pytest.mark.root
 def test_corrupt_raw_blob_never_stays(tmp_path):
-    with loop_filesystem("xfs", tmp_path) as mnt:
+    """A raw blob hashed natively is hashed before its clone: a bad one is left (the general
+    path names it), nothing made. One too big to hash natively is cloned, hashed afterwards,
+    and on a mismatch removed again with CorruptBlob."""
+    with loop_filesystem("xfs", tmp_path, size_mib=1024) as mnt:
         lib = Lib(mnt)
         good = os.urandom(4096)
         entry = lib.put(b"X" * 4096, digest=hashlib.sha256(good).hexdigest())  # right size, wrong bytes
+        sip = lib.put(b"Y" * 100, digest="0" * 32)  # a SipHash-named raw blob (RCC's compress.no)
         store = VerifiedStore(tmp_path / "cache", buffered=True)
-        with pytest.raises(CorruptBlob, match="sub/f: corrupted hololib blob"):
-            _clone(lib, mnt / "out", {"sub/f": entry}, store=store)
-        assert os.listdir(mnt / "out" / "sub") == []
+        for policy in (VerifyPolicy.TRUSTED, VerifyPolicy.ALWAYS):
+            result, _ = _clone(lib, mnt / f"out-{policy}", {"sub/f": entry, "sub/s": sip}, store=store, policy=policy)
+            assert sorted(result.left["sub"]) == ["f", "s"] and result.written == 0
+            assert os.listdir(mnt / f"out-{policy}" / "sub") == []
         # --verify skip trusts the library: the bytes are restored as they are.
         result, _ = _clone(lib, mnt / "skip", {"sub/f": entry}, store=store, policy=VerifyPolicy.SKIP)
         assert result.left == {} and result.verified == 0
+        big = lib.put(bytes(fastclone._native.DECODE_MAX + 1), digest=hashlib.sha256(b"other").hexdigest())
+        with pytest.raises(CorruptBlob, match="sub/big: corrupted hololib blob"):
+            _clone(lib, mnt / "big", {"sub/big": big}, store=store)
+        assert os.listdir(mnt / "big" / "sub") == []
         lib.close()
 
 
