@@ -31,7 +31,7 @@
  *   filesystems cannot reflink (reflink=0, or the first FICLONE said so: then no other raw
  *   file is tried); or not tried because the first errno, of a file or a directory, stops
  *   every thread). unverified: {i: blob key} for the clones whose blob had to be hashed but
- *   could not be here (bigger than DECODE_MAX, or SHA-256 without libcrypto): the caller
+ *   could not be here (a raw one over HASH_MAX, or SHA-256 without libcrypto): the caller
  *   hashes those. hashed: {i: blob key} for the files made from a blob hashed here and found
  *   right (the caller records them as verified).
  *   counter: None or a writable 8-byte buffer, atomically increased by each file made (progress
@@ -59,6 +59,17 @@
  *   digest mismatch; the caller's own path then does it or names the problem. OSError (tmp
  *   removed) for a failed create, write or rename. One GIL release for all of it: a fill made
  *   of a dozen Python-level calls costs ~4x the CPU when threads contend for the GIL.
+ *
+ * verify_blob(fd, digest, expected_size) -> int | None
+ *   `holofs verify`'s check of one blob file (open at fd): decoded as holofs.library's
+ *   detect_encoding says (raw when no gzip/zstd magic, or when its size is the expected one;
+ *   without an expected size, a blob that does not decode is tried as raw, as the Python check
+ *   does), it must hash to `digest` (SHA-256 or SipHash-2-4-128 by its length) and, with
+ *   expected_size >= 0, have that size. Returns the decoded size of a good blob; None for
+ *   anything else (bad, over HASH_MAX stored or decoded, a size not stated in the stream,
+ *   not checkable here): the
+ *   caller's path then checks it and names the problem. OSError if fstat or read fails (EIO:
+ *   None). The GIL is released throughout.
  *
  * set_parent_death_signal(signum): prctl(PR_SET_PDEATHSIG) for forked workers (importing
  *   ctypes for this one call costs a worker ~15 ms of start-up).
@@ -100,6 +111,7 @@
 #define MADE_DECODE 2
 #define UNIT 32 /* files handed to a thread at a time */
 #define DECODE_MAX (256LL << 20) /* bigger blobs are left to the (streaming) Python path */
+#define HASH_MAX (64LL << 20)    /* raw blobs hashed in memory here, at most; verify_blob's limit on a blob and on its content */
 
 enum { DIR_TODO, DIR_MAKING, DIR_READY, DIR_FAILED };
 
@@ -536,7 +548,7 @@ static void clone_one(tree_t *t, codec_t *c, int dir_fd, item_t *it) {
         return;
     }
     int hashed = 0;
-    if (check && it->size <= DECODE_MAX) { /* hash the blob first: a bad one never gets a name */
+    if (check && it->size <= HASH_MAX) { /* hash the blob first: a bad one never gets a name */
         unsigned char *buf = room(&c->in, &c->in_cap, it->size ? (size_t)it->size : 1);
         int err = buf == NULL ? ENOMEM : read_all(src, buf, (size_t)it->size);
         int ok = err ? -1 : content_matches(it->blob, buf, (size_t)it->size);
@@ -867,6 +879,63 @@ static PyObject *fill_file(PyObject *Py_UNUSED(self), PyObject *args) {
                          (long long)st.st_ctim.tv_sec * 1000000000LL + st.st_ctim.tv_nsec);
 }
 
+/* verify_blob's decoded size for a compressed blob in[0:n] without a recorded size: gzip's
+ * ISIZE trailer (right for one member under 4 GiB), zstd's frame content size; -1 if unknown. */
+static long long stated_size(const unsigned char *in, size_t n) {
+    if (n >= 18 && in[0] == 0x1f && in[1] == 0x8b)
+        return (long long)in[n - 4] | (long long)in[n - 3] << 8 | (long long)in[n - 2] << 16 | (long long)in[n - 1] << 24;
+#ifdef HAVE_ZSTD
+    if (n >= 4 && in[0] == 0x28 && in[1] == 0xb5 && in[2] == 0x2f && in[3] == 0xfd) {
+        unsigned long long size = ZSTD_getFrameContentSize(in, n);
+        return size == ZSTD_CONTENTSIZE_UNKNOWN || size == ZSTD_CONTENTSIZE_ERROR ? -1 : (long long)size;
+    }
+#endif
+    return -1;
+}
+
+static PyObject *verify_blob(PyObject *Py_UNUSED(self), PyObject *args) {
+    int fd;
+    const char *digest;
+    long long expected;
+    if (!PyArg_ParseTuple(args, "isL", &fd, &digest, &expected))
+        return NULL;
+    long long good = -1;
+    int err = 0;
+    Py_BEGIN_ALLOW_THREADS
+    struct stat st;
+    codec_t *c = NULL;
+    if (fstat(fd, &st) < 0)
+        err = errno;
+    else if (S_ISREG(st.st_mode) && st.st_size <= HASH_MAX && (c = thread_codec()) != NULL) {
+        size_t n = (size_t)st.st_size;
+        unsigned char *in = room(&c->in, &c->in_cap, n ? n : 1);
+        err = in == NULL ? ENOMEM : read_all(fd, in, n);
+        int magic = n >= 4 && ((in[0] == 0x1f && in[1] == 0x8b) || (in[0] == 0x28 && in[1] == 0xb5 && in[2] == 0x2f && in[3] == 0xfd));
+        if (err) {
+            /* reported by the caller's path */
+        } else if (!magic || (long long)n == expected) { /* raw, as holofs.library.detect_encoding says */
+            if (content_matches(digest, in, n) == 1 && (expected < 0 || (long long)n == expected))
+                good = (long long)n;
+        } else {
+            long long size = expected >= 0 ? expected : stated_size(in, n);
+            unsigned char *out = size >= 0 && size <= HASH_MAX ? room(&c->out, &c->out_cap, (size_t)size + 1) : NULL;
+            if (out != NULL && decode_blob(c, in, n, out, (size_t)size) == 0 && content_matches(digest, out, (size_t)size) == 1)
+                good = size;
+            else if (expected < 0 && content_matches(digest, in, n) == 1)
+                good = (long long)n; /* a raw blob whose content starts like gzip/zstd (a .gz file) */
+        }
+        shrink_codec(c);
+    }
+    Py_END_ALLOW_THREADS
+    if (err && err != EIO) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    if (good < 0)
+        Py_RETURN_NONE;
+    return PyLong_FromLongLong(good);
+}
+
 static PyObject *set_parent_death_signal(PyObject *Py_UNUSED(self), PyObject *arg) {
     long signum = PyLong_AsLong(arg);
     if (signum == -1 && PyErr_Occurred())
@@ -1069,6 +1138,8 @@ done:
 static PyMethodDef methods[] = {
     {"build_tree", build_tree, METH_VARARGS,
      "Make a fresh tree's directories and reflink its files from raw blobs (see the module source)."},
+    {"verify_blob", verify_blob, METH_VARARGS,
+     "The decoded size of a good blob (see the module source), else None."},
     {"decode_file", decode_file, METH_VARARGS,
      "Decode one gzip/zstd blob into a file, hashing it with SHA-256 (see the module source)."},
     {"fill_file", fill_file, METH_VARARGS,
@@ -1093,7 +1164,8 @@ PyMODINIT_FUNC PyInit__native(void) {
     if (m != NULL && PyModule_AddIntConstant(m, "HAS_SHA256", 0) < 0)
 #endif
         Py_CLEAR(m);
-    if (m != NULL && PyModule_AddIntConstant(m, "DECODE_MAX", (long)DECODE_MAX) < 0)
+    if (m != NULL && (PyModule_AddIntConstant(m, "DECODE_MAX", (long)DECODE_MAX) < 0 ||
+                      PyModule_AddIntConstant(m, "HASH_MAX", (long)HASH_MAX) < 0))
         Py_CLEAR(m);
     return m;
 }

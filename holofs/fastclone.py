@@ -6,7 +6,7 @@ the files in C threads with the GIL released (no per-file or per-directory Pytho
 worker processes): raw blobs are reflinked, gzip/zstd blobs decoded into the new file. Blobs
 the verification policy wants hashed are hashed there too (a raw one before its clone, a
 compressed one once decoded): one whose content does not match its digest is left uncreated,
-and the general path names it. The few the C code cannot hash (over its size limit) are
+and the general path names it. The few the C code cannot hash (raw ones over 64 MiB) are
 hashed afterwards, in threads; a mismatch removes the clone and raises CorruptBlob (the
 staging directory is never renamed into place).
 

@@ -293,7 +293,7 @@ def test_corrupt_raw_blob_never_stays(tmp_path):
     """A raw blob hashed natively is hashed before its clone: a bad one is left (the general
     path names it), nothing made. One too big to hash natively is cloned, hashed afterwards,
     and on a mismatch removed again with CorruptBlob."""
-    with loop_filesystem("xfs", tmp_path, size_mib=1024) as mnt:
+    with loop_filesystem("xfs", tmp_path, size_mib=512) as mnt:
         lib = Lib(mnt)
         good = os.urandom(4096)
         entry = lib.put(b"X" * 4096, digest=hashlib.sha256(good).hexdigest())  # right size, wrong bytes
@@ -306,7 +306,7 @@ def test_corrupt_raw_blob_never_stays(tmp_path):
         # --verify skip trusts the library: the bytes are restored as they are.
         result, _ = _clone(lib, mnt / "skip", {"sub/f": entry}, store=store, policy=VerifyPolicy.SKIP)
         assert result.left == {} and result.verified == 0
-        big = lib.put(bytes(fastclone._native.DECODE_MAX + 1), digest=hashlib.sha256(b"other").hexdigest())
+        big = lib.put(bytes(fastclone._native.HASH_MAX + 1), digest=hashlib.sha256(b"other").hexdigest())
         with pytest.raises(CorruptBlob, match="sub/big: corrupted hololib blob"):
             _clone(lib, mnt / "big", {"sub/big": big}, store=store)
         assert os.listdir(mnt / "big" / "sub") == []

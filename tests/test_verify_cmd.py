@@ -173,3 +173,52 @@ def test_big_blob_streams(world: World) -> None:
     proc = verify(world, "--json", "--workers", "2")
     assert proc.returncode == 0
     assert json.loads(proc.stdout)["bytes_decoded"] >= len(data)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the native accelerator is Linux-only")
+def test_native_check_agrees_with_the_python_check(tmp_path) -> None:
+    """``_native.verify_blob`` vouches only for good blobs, and check_blob (which names problems)
+    says the same of every one: raw (SHA-256, SipHash), gzip (one member, several), zstd, a raw
+    .gz file, corrupt, wrong digest, wrong recorded size."""
+    import gzip as gz
+    import hashlib
+
+    import zstandard
+
+    from holofs import libcheck
+
+    native = libcheck._native
+    assert native is not None, "the native extension must be built on Linux"
+    body = os.urandom(3000) + b"text " * 500
+    sha = hashlib.sha256(body).hexdigest()
+    two = gz.compress(body[:1000]) + gz.compress(body[1000:])
+    bad_stream = bytearray(gz.compress(body))
+    bad_stream[20] ^= 0xFF
+    cases = {  # name: (stored bytes, digest, expected size or None, good)
+        "raw": (body, sha, None, True),
+        "raw sized": (body, sha, len(body), True),
+        "raw siphash": (body, siphash128(body).hex(), None, True),
+        "gzip": (gz.compress(body), sha, None, True),
+        "gzip sized": (gz.compress(body), sha, len(body), True),
+        "gzip members": (two, sha, len(body), True),
+        "gzip members unsized": (two, sha, None, True),  # ISIZE is the last member's: Python's path
+        "zstd": (zstandard.ZstdCompressor().compress(body), sha, None, True),
+        "raw .gz file": (gz.compress(b"data"), hashlib.sha256(gz.compress(b"data")).hexdigest(), None, True),
+        "corrupt": (bytes(bad_stream), sha, None, False),
+        "wrong digest": (body, hashlib.sha256(b"other").hexdigest(), None, False),
+        "wrong size": (gz.compress(body), sha, len(body) - 1, False),
+        "empty": (b"", hashlib.sha256(b"").hexdigest(), 0, True),
+    }
+    for name, (stored, digest, expected, good) in cases.items():
+        path = tmp_path / name.replace(" ", "_")
+        path.write_bytes(stored)
+        kind, detail, size = libcheck.check_blob(path, digest, expected)
+        assert (kind == "") == good, (name, kind, detail)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            vouched = native.verify_blob(fd, digest, -1 if expected is None else expected)
+        finally:
+            os.close(fd)
+        assert vouched is None or (good and vouched == size), (name, vouched, size)
+        if name not in ("gzip members unsized",):
+            assert (vouched is not None) == good, name
