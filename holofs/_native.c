@@ -910,7 +910,8 @@ static PyObject *verify_blob(PyObject *Py_UNUSED(self), PyObject *args) {
         size_t n = (size_t)st.st_size;
         unsigned char *in = room(&c->in, &c->in_cap, n ? n : 1);
         err = in == NULL ? ENOMEM : read_all(fd, in, n);
-        int magic = n >= 4 && ((in[0] == 0x1f && in[1] == 0x8b) || (in[0] == 0x28 && in[1] == 0xb5 && in[2] == 0x2f && in[3] == 0xfd));
+        int magic = !err && n >= 4 &&
+                    ((in[0] == 0x1f && in[1] == 0x8b) || (in[0] == 0x28 && in[1] == 0xb5 && in[2] == 0x2f && in[3] == 0xfd));
         if (err) {
             /* reported by the caller's path */
         } else if (!magic || (long long)n == expected) { /* raw, as holofs.library.detect_encoding says */
