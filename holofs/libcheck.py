@@ -6,7 +6,7 @@ implies) to its name. Temporary ``*.part*`` files left by a crash are reported t
 those of a holofs process that is still running on this machine. Checked against a catalog,
 every blob the catalog needs must exist, be good and decode to the size the catalog records.
 
-Blobs are checked in parallel threads. A good blob of up to 256 MiB is decoded and hashed in
+Blobs are checked in parallel threads. A good blob of up to 64 MiB is decoded and hashed in
 one native call without the GIL (``_native.verify_blob``); any other, and a bad one, goes
 through the Python check, which streams it in :data:`CHUNK` pieces (zlib, zstd and hashlib
 release the GIL on large buffers) and names the problem. Nothing is deleted unless
