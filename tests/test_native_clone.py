@@ -2,7 +2,7 @@
 real filesystems.
 
 It is an accelerator: what it does must equal the general path's result, and whatever it
-cannot do (compressed blob, no reflink, a name in the way, a full disk) must be left for the
+cannot do (a bad or undecodable blob, no reflink, a name in the way, a full disk) must be left for the
 Python path with nothing half-made.
 """
 
