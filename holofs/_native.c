@@ -14,6 +14,9 @@
  *   File i is created O_EXCL|O_NOFOLLOW as names[i] in directory file_dirs[i] (non-
  *   decreasing) with modes[i] (fchmod'ed when modes[i] & chmod_mask), reflinked (FICLONE)
  *   from the raw blob at blobs[i] (relative to lib_fd) and stamped mtime=atime=mtime_ns;
+ *   where the filesystems cannot reflink (reflink=0, or the first FICLONE says so) it is
+ *   copied instead: written from memory when the blob was just hashed, else by
+ *   copy_file_range, else by read/write;
  *   sizes[i] is the catalog size; `ident` (bytes) is written at each offset of rewrites[i] (a
  *   tuple; the caller checks that every range lies inside the file). A blob of another size
  *   is compressed and is decoded into the new file (gzip/zstd; one that does not decode to
@@ -26,10 +29,9 @@
  *   says (SHA-256 for 64 hex digits, RCC's SipHash-2-4-128 for 32), else the file is left
  *   uncreated: a bad blob never gets a name, and the Python path reports it.
  *   dir_fds[i]: the directory's new fd (the caller closes it), or -1 if it was not made.
- *   made[i] (bytes): MADE_CLONE (reflinked, or empty), MADE_DECODE, or 0: not made (left for
- *   the caller: not raw and not decodable here, or not as its digest says; raw but the
- *   filesystems cannot reflink (reflink=0, or the first FICLONE said so: then no other raw
- *   file is tried); or not tried because the first errno, of a file or a directory, stops
+ *   made[i] (bytes): MADE_CLONE (reflinked, or empty), MADE_DECODE, MADE_COPY_RANGE,
+ *   MADE_COPY, or 0: not made (left for the caller: not raw and not decodable here, or not as
+ *   its digest says; or not tried because the first errno, of a file or a directory, stops
  *   every thread). unverified: {i: blob key} for the clones whose blob had to be hashed but
  *   could not be here (a raw one over HASH_MAX, or SHA-256 without libcrypto): the caller
  *   hashes those. hashed: {i: blob key} for the files made from a blob hashed here and found
@@ -105,10 +107,11 @@
 
 #define NOT_RAW (-1)
 #define NOT_TRIED (-2)
-#define NO_REFLINK (-3)
 #define BAD_DIGEST (-4) /* the blob's content is not what its name says: left to the Python path, which names it */
 #define MADE_CLONE 1
 #define MADE_DECODE 2
+#define MADE_COPY_RANGE 3 /* a raw blob copied by copy_file_range (no reflink here) */
+#define MADE_COPY 4       /* a raw blob copied by write */
 #define UNIT 32 /* files handed to a thread at a time */
 #define DECODE_MAX (256LL << 20) /* bigger blobs are left to the (streaming) Python path */
 #define HASH_MAX (64LL << 20)    /* raw blobs hashed in memory here, at most; verify_blob's limit on a blob and on its content */
@@ -181,7 +184,7 @@ typedef struct {
     const char *name;
     unsigned int mode;
     long long size;
-    int err; /* 0 done, NOT_RAW, NOT_TRIED, NO_REFLINK or errno */
+    int err; /* 0 done, NOT_RAW, NOT_TRIED, BAD_DIGEST or errno */
     const long long *offs; /* rewrite offsets */
     Py_ssize_t noffs;
     unsigned char made;  /* MADE_* when done */
@@ -206,7 +209,8 @@ typedef struct {
     int lib_fd;
     unsigned int chmod_mask, dir_mode;
     int decode; /* 0 never, 1 blobs whose key is in `verified`, 2 all */
-    int no_reflink; /* atomic: FICLONE is not supported here (raw files are left) */
+    int no_reflink; /* atomic: FICLONE is not supported here (raw files are copied) */
+    int no_cfr;     /* atomic: nor is copy_file_range (raw files are read and written) */
     const char *ident; /* written at each rewrite offset */
     size_t ident_len;
     keyset_t verified;
@@ -522,6 +526,58 @@ static void decode_one(const tree_t *t, codec_t *c, int dir_fd, item_t *it, int 
     it->hashed = !err && check;
 }
 
+static int unsupported(int err) {
+    return err == EOPNOTSUPP || err == EXDEV || err == EINVAL || err == ENOTTY || err == ENOSYS;
+}
+
+/* Copy the raw blob src (n bytes) into the new file dst: from `buf` when its content is in
+ * memory already (it was hashed), else copy_file_range (in the kernel), else read/write
+ * through c's buffer. Sets *made (MADE_COPY_RANGE or MADE_COPY); returns 0 or an errno. */
+static int copy_raw(tree_t *t, codec_t *c, int dst, int src, size_t n, const unsigned char *buf,
+                    unsigned char *made) {
+    if (buf != NULL) {
+        *made = MADE_COPY;
+        return write_all(dst, buf, n);
+    }
+    size_t done = 0;
+    if (!__atomic_load_n(&t->no_cfr, __ATOMIC_RELAXED)) {
+        while (done < n) {
+            loff_t in = (loff_t)done, out = (loff_t)done;
+            ssize_t r = copy_file_range(src, &in, dst, &out, n - done, 0);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r < 0 && done == 0 && unsupported(errno)) {
+                __atomic_store_n(&t->no_cfr, 1, __ATOMIC_RELAXED);
+                break;
+            }
+            if (r <= 0)
+                return r < 0 ? errno : EIO; /* 0: the blob shrank meanwhile */
+            done += (size_t)r;
+        }
+        if (done == n) {
+            *made = MADE_COPY_RANGE;
+            return 0;
+        }
+    }
+    size_t chunk = n < (1u << 20) ? n : (1u << 20);
+    unsigned char *tmp = room(&c->in, &c->in_cap, chunk ? chunk : 1);
+    if (tmp == NULL)
+        return ENOMEM;
+    for (done = 0; done < n;) {
+        ssize_t r = pread(src, tmp, n - done < chunk ? n - done : chunk, (off_t)done);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return r < 0 ? errno : EIO;
+        int err = write_all(dst, tmp, (size_t)r);
+        if (err)
+            return err;
+        done += (size_t)r;
+    }
+    *made = MADE_COPY;
+    return 0;
+}
+
 static void clone_one(tree_t *t, codec_t *c, int dir_fd, item_t *it) {
     int src = openat(t->lib_fd, it->blob, O_RDONLY | O_CLOEXEC);
     if (src < 0) {
@@ -542,12 +598,7 @@ static void clone_one(tree_t *t, codec_t *c, int dir_fd, item_t *it) {
         close(src);
         return;
     }
-    if (it->size > 0 && __atomic_load_n(&t->no_reflink, __ATOMIC_RELAXED)) {
-        it->err = NO_REFLINK;
-        close(src);
-        return;
-    }
-    int hashed = 0;
+    int hashed = 0, in_memory = 0;
     if (check && it->size <= HASH_MAX) { /* hash the blob first: a bad one never gets a name */
         unsigned char *buf = room(&c->in, &c->in_cap, it->size ? (size_t)it->size : 1);
         int err = buf == NULL ? ENOMEM : read_all(src, buf, (size_t)it->size);
@@ -558,6 +609,7 @@ static void clone_one(tree_t *t, codec_t *c, int dir_fd, item_t *it) {
             return;
         }
         hashed = ok == 1;
+        in_memory = 1;
     }
     int dst = openat(dir_fd, it->name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                      it->mode & 07777);
@@ -567,26 +619,28 @@ static void clone_one(tree_t *t, codec_t *c, int dir_fd, item_t *it) {
         return;
     }
     int err = 0;
-    if (it->size > 0 && ioctl(dst, FICLONE, src) < 0) {
-        err = errno;
-        if (err == EOPNOTSUPP || err == EXDEV || err == EINVAL || err == ENOTTY || err == ENOSYS) {
-            /* these filesystems cannot share extents: raw files are the Python path's (it copies) */
-            __atomic_store_n(&t->no_reflink, 1, __ATOMIC_RELAXED);
-            close(dst);
-            close(src);
-            unlinkat(dir_fd, it->name, 0);
-            it->err = NO_REFLINK;
-            return;
+    unsigned char made = MADE_CLONE;
+    if (it->size > 0) {
+        int cloned = 0;
+        if (!__atomic_load_n(&t->no_reflink, __ATOMIC_RELAXED)) {
+            if (ioctl(dst, FICLONE, src) == 0)
+                cloned = 1;
+            else if (unsupported(errno)) /* these filesystems cannot share extents: copy from now on */
+                __atomic_store_n(&t->no_reflink, 1, __ATOMIC_RELAXED);
+            else
+                err = errno;
         }
+        if (!err && !cloned)
+            err = copy_raw(t, c, dst, src, (size_t)it->size, in_memory ? c->in : NULL, &made);
     }
-    for (Py_ssize_t k = 0; !err && k < it->noffs; k++) /* relocate on top of the clone */
+    for (Py_ssize_t k = 0; !err && k < it->noffs; k++) /* relocate on top of the clone or copy */
         if (pwrite(dst, t->ident, t->ident_len, (off_t)it->offs[k]) != (ssize_t)t->ident_len)
             err = errno ? errno : EIO;
     err = finish_file(t, dir_fd, it, dst, err);
     close(src);
     it->err = err;
     if (!err) {
-        it->made = MADE_CLONE;
+        it->made = made;
         it->hashed = (unsigned char)hashed;
         it->check = check && !hashed;
     }

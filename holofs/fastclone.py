@@ -3,7 +3,8 @@
 Given a fresh staging directory, :func:`clone_tree` hands every directory and every
 rewrite-free regular file to ``holofs._native.build_tree``, which makes the directories and
 the files in C threads with the GIL released (no per-file or per-directory Python work, no
-worker processes): raw blobs are reflinked, gzip/zstd blobs decoded into the new file. Blobs
+worker processes): raw blobs are reflinked (copied where the filesystems cannot share
+extents), gzip/zstd blobs decoded into the new file. Blobs
 the verification policy wants hashed are hashed there too (a raw one before its clone, a
 compressed one once decoded): one whose content does not match its digest is left uncreated,
 and the general path names it. The few the C code cannot hash (raw ones over 64 MiB) are
@@ -28,7 +29,16 @@ from dataclasses import dataclass, field
 
 from .catalog import DirEntry, FileEntry
 from .library import blob_relpath
-from .strategies import COMPRESSED_REFLINK_WARNING, COPY, DECOMPRESS, REFLINK, Linker, _corrupt, _hash_fd
+from .strategies import (
+    COMPRESSED_REFLINK_WARNING,
+    COPY,
+    COPY_FILE_RANGE,
+    DECOMPRESS,
+    REFLINK,
+    Linker,
+    _corrupt,
+    _hash_fd,
+)
 from .verification import VerifiedStore, VerifyPolicy
 
 try:  # the optional C accelerator (holofs/_native.c, Linux)
@@ -37,7 +47,8 @@ except ImportError:  # pragma: no cover - exercised where no compiler built it
     _native = None
 
 PROGRESS_EVERY = 0.1  # seconds between progress reports while the native call runs
-MADE_CLONE, MADE_DECODE = 1, 2  # build_tree's made[i]: reflinked (or empty), decoded
+# build_tree's made[i]: reflinked (or empty), decoded, copied by copy_file_range, copied by write
+MADE_CLONE, MADE_DECODE, MADE_COPY_RANGE, MADE_COPY = 1, 2, 3, 4
 
 
 @dataclass
@@ -63,8 +74,8 @@ def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: i
     files natively; the directories made join ``dir_fds`` (open: the caller closes them all,
     also after an error). None when the fast path does not apply (no accelerator, a strategy
     other than auto/reflink); the caller then does everything itself. Where the filesystems
-    cannot reflink, raw files are left (the general path copies them) and compressed ones are
-    still decoded here. ``ident``: what each rewrite offset gets (empty: the target is the recorded path).
+    cannot reflink, raw files are copied here (copy_file_range, or written from memory when
+    just hashed). ``ident``: what each rewrite offset gets (empty: the target is the recorded path).
     ``meanwhile`` runs in this thread while the native threads work."""
     pair = (lib_dev, target_dev)
     if not available(linker):
@@ -141,7 +152,9 @@ def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: i
         left.setdefault(rels[file_dirs[i]], []).append(names[i])
     cloned = [i for i, kind in enumerate(made) if kind == MADE_CLONE]
     decoded = [i for i, kind in enumerate(made) if kind == MADE_DECODE]
-    written = len(cloned) + len(decoded)
+    ranged = [i for i, kind in enumerate(made) if kind == MADE_COPY_RANGE]
+    copied = [i for i, kind in enumerate(made) if kind == MADE_COPY]
+    written = len(cloned) + len(decoded) + len(ranged) + len(copied)
     if progress is not None and written > reported:
         progress(written - reported)
     check = sorted(unverified.items())
@@ -152,17 +165,24 @@ def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: i
         _verify(lib_fd, dir_fds, check, entries, blobs, names, file_dirs, rels, store, threads)
     store.mark_verified_keys(hashed.values())
     nonempty = [i for i in cloned if sizes[i]]
-    share = seconds / max(1, len(nonempty) + len(decoded))  # the threads' wall time, split by files
+    share = seconds / max(1, len(nonempty) + len(decoded) + len(ranged) + len(copied))  # the threads' time, per file
     if nonempty:
         linker._set(linker._reflink, pair, True)
         linker.record(REFLINK, sum(sizes[i] for i in nonempty), share * len(nonempty), files=len(nonempty))
-    if len(cloned) > len(nonempty):
-        linker.record(COPY, 0, 0.0, files=len(cloned) - len(nonempty))
+    elif ranged or copied:
+        linker._set(linker._reflink, pair, False)
+    if (ranged or copied) and linker.mode == "reflink":
+        linker.warn_once(f"reflink:{pair}", "reflink is impossible from the library to the target; copying")
+    if ranged:
+        linker._set(linker._cfr, pair, True)
+        linker.record(COPY_FILE_RANGE, sum(sizes[i] for i in ranged), share * len(ranged), files=len(ranged))
+    if len(cloned) > len(nonempty) or copied:
+        linker.record(COPY, sum(sizes[i] for i in copied), share * len(copied), files=len(cloned) - len(nonempty) + len(copied))
     if decoded:
         linker.record(DECOMPRESS, sum(sizes[i] for i in decoded), share * len(decoded), files=len(decoded))
         if linker.mode == "reflink":
             linker.warn_once("reflink:compressed", COMPRESSED_REFLINK_WARNING)
-    return ClonedTree(left=left, written=written, verified=len(check) + len(set(hashed.values())))
+    return ClonedTree(left=left, written=written, verified=len(check) + len(hashed))
 
 
 def _verify(lib_fd: int, dir_fds: dict[str, int], check: list[tuple[int, str]], entries: list[FileEntry], blobs: list[str],

@@ -314,19 +314,37 @@ def test_corrupt_raw_blob_never_stays(tmp_path):
 
 
 @pytest.mark.root
-def test_no_reflink_leaves_raw_files_and_still_decodes(tmp_path):
+def test_copies_raw_files_where_reflink_is_impossible(tmp_path):
+    """ext4 cannot share extents: raw files are copied natively instead (written from memory
+    when the blob was just hashed, else by copy_file_range), relocated on top, with modes and
+    times; compressed ones are still decoded; --strategy reflink warns once."""
     with loop_filesystem("ext4", tmp_path, size_mib=64) as mnt:
         lib = Lib(mnt)
-        entries = {f"f{i}": lib.put(os.urandom(3000)) for i in range(4)}
+        old, new = b"h0123456_0123456789abcdeft", b"h9876543_fedcba9876543210t"
+        data = {f"f{i}": os.urandom(3000 + i) for i in range(4)}
+        data["big"] = os.urandom(3 << 20)
+        data["tool"] = b"#!" + old + b"/bin/python\n" + os.urandom(5000)
+        entries = {name: lib.put(content, mode=0o755 if name == "tool" else 0o644) for name, content in data.items()}
+        entries["tool"].rewrite = [2]
         packed = os.urandom(100) * 30
         entries["packed"] = lib.put(packed, compress=True)
+        data["packed"] = packed
+        want = dict(data, tool=data["tool"].replace(old, new))
         store = VerifiedStore(tmp_path / "cache", buffered=True)
-        store.mark_verified_stat(entries["packed"].digest, os.stat(_blob_path(lib, entries["packed"])))
-        result, linker = _clone(lib, mnt / "out", entries, store=store)
-        # Raw files: the first FICLONE fails, the rest are not tried; nothing half-made.
-        assert sorted(result.left[""]) == [f"f{i}" for i in range(4)]
-        assert os.listdir(mnt / "out") == ["packed"] and (mnt / "out" / "packed").read_bytes() == packed
-        assert "reflink" not in linker.as_dict()
+        for run, counted in (("first", "copy"), ("again", "copy_file_range")):  # hashed first, then trusted
+            result, linker = _clone(lib, mnt / run, entries, store=store, ident=new, linker=Linker("reflink"))
+            assert result.left == {} and result.written == len(want)
+            for name, content in want.items():
+                st = os.lstat(mnt / run / name)
+                assert (mnt / run / name).read_bytes() == content, (run, name)
+                assert stat.S_IMODE(st.st_mode) == stat.S_IMODE(entries[name].mode)
+                assert st.st_mtime_ns == MOTHER_NS
+            counters = linker.as_dict()
+            assert "reflink" not in counters and counters["decompress"]["files"] == 1
+            assert counters[counted]["files"] == 6, (run, counters)
+            assert linker.reflink_known((lib.dev, lib.dev)) is False
+            assert any("reflink is impossible" in w for w in linker.warnings)
+            store.flush()
         lib.close()
 
 
