@@ -77,7 +77,7 @@ class VerifiedStore:
         self._ino = -1  # inode of the log we have read
         self._offset = 0  # bytes of it consumed (whole lines only)
         self._lines = 0
-        self._pending: list[str] = []
+        self._pending: dict[str, None] = {}  # keys not written yet, in order (a dict: O(1) lookups)
         self._snapshot: bytes | None = None  # the log as log_bytes read it (not loaded into the set)
         self._snapshot_lookups = 0
         self._root_made = False
@@ -205,7 +205,7 @@ class VerifiedStore:
                 return
             if not snapshot:
                 self._keys.add(key)
-            self._pending.append(key)
+            self._pending[key] = None
             if self.buffered and len(self._pending) < FLUSH_EVERY:
                 return
             self._write_pending()
