@@ -34,6 +34,7 @@ from .strategies import (
     COPY,
     COPY_FILE_RANGE,
     DECOMPRESS,
+    NO_REFLINK_WARNING,
     REFLINK,
     Linker,
     _corrupt,
@@ -172,7 +173,7 @@ def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: i
     elif ranged or copied:
         linker._set(linker._reflink, pair, False)
     if (ranged or copied) and linker.mode == "reflink":
-        linker.warn_once(f"reflink:{pair}", "reflink is impossible from the library to the target; copying")
+        linker.warn_once(f"reflink:{pair}", NO_REFLINK_WARNING)
     if ranged:
         linker._set(linker._cfr, pair, True)
         linker.record(COPY_FILE_RANGE, sum(sizes[i] for i in ranged), share * len(ranged), files=len(ranged))

@@ -70,6 +70,7 @@ SYMLINK = "symlink"
 STRATEGIES = (REFLINK, COPY_FILE_RANGE, DECOMPRESS, COPY, HARDLINK, SYMLINK)
 COMPRESSED_REFLINK_WARNING = ("reflink needs raw blobs and this library's are compressed: decompressing "
                               "(see holofs library convert --to none)")
+NO_REFLINK_WARNING = "reflink is impossible from the library to the target; copying"
 MODES = ("auto", "reflink", "copy", "hardlink")
 
 FICLONE = 0x40049409
@@ -531,7 +532,7 @@ def _produce_raw(src: int, dst: int, entry: FileEntry, st: os.stat_result, linke
                             f"reflink is impossible from the library to the target ({exc.strerror}); using copy_file_range/copy",
                         )
             elif linker.mode == "reflink":
-                linker.warn_once(f"reflink:{pair}", "reflink is impossible from the library to the target; copying")
+                linker.warn_once(f"reflink:{pair}", NO_REFLINK_WARNING)
             if not strategy and linker._cfr.get(pair, True):
                 try:
                     _cfr_all(dst, src, size)
