@@ -149,13 +149,14 @@ def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: i
     fds, made, unverified, hashed = outcome[0]
     dir_fds.update((rel, fds[i]) for rel, i in index.items() if i and fds[i] >= 0)
     rels = [rel for rel, _node in dirs]
-    for i in [i for i, kind in enumerate(made) if not kind]:
+    by_kind: dict[int, list[int]] = {}  # made[i] -> the files i made that way (0: not made)
+    for i, kind in enumerate(made):
+        by_kind.setdefault(kind, []).append(i)
+    for i in by_kind.pop(0, []):
         left.setdefault(rels[file_dirs[i]], []).append(names[i])
-    cloned = [i for i, kind in enumerate(made) if kind == MADE_CLONE]
-    decoded = [i for i, kind in enumerate(made) if kind == MADE_DECODE]
-    ranged = [i for i, kind in enumerate(made) if kind == MADE_COPY_RANGE]
-    copied = [i for i, kind in enumerate(made) if kind == MADE_COPY]
-    written = len(cloned) + len(decoded) + len(ranged) + len(copied)
+    cloned, decoded = by_kind.get(MADE_CLONE, []), by_kind.get(MADE_DECODE, [])
+    ranged, copied = by_kind.get(MADE_COPY_RANGE, []), by_kind.get(MADE_COPY, [])
+    written = sum(map(len, by_kind.values()))
     if progress is not None and written > reported:
         progress(written - reported)
     check = sorted(unverified.items())
@@ -166,7 +167,7 @@ def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: i
         _verify(lib_fd, dir_fds, check, entries, blobs, names, file_dirs, rels, store, threads)
     store.mark_verified_keys(hashed.values())
     nonempty = [i for i in cloned if sizes[i]]
-    share = seconds / max(1, len(nonempty) + len(decoded) + len(ranged) + len(copied))  # the threads' time, per file
+    share = seconds / max(1, written - (len(cloned) - len(nonempty)))  # the threads' time per file with data
     if nonempty:
         linker._set(linker._reflink, pair, True)
         linker.record(REFLINK, sum(sizes[i] for i in nonempty), share * len(nonempty), files=len(nonempty))
