@@ -238,6 +238,16 @@ class FileCache:
                 "remaining_bytes": total, "skipped_in_use": len(in_use)}
 
 
+def _normal_priority(thread: int) -> bool:
+    """Move the (read-ahead) thread ``thread`` from SCHED_IDLE to normal scheduling; False if
+    not permitted or not supported."""
+    try:
+        os.sched_setscheduler(thread, os.SCHED_OTHER, os.sched_param(0))
+    except (AttributeError, OSError):
+        return False
+    return True
+
+
 class CacheFiller:
     """Open files of one mount from the cache, materializing them on first use.
 
@@ -253,7 +263,7 @@ class CacheFiller:
         self._verified: Any = None
         self._locks: dict[CacheKey, threading.Lock] = {}
         self._locks_guard = threading.Lock()
-        self._read_ahead: set[CacheKey] = set()  # keys a read-ahead thread is filling
+        self._read_ahead: dict[CacheKey, int] = {}  # keys a read-ahead thread is filling: its thread id
         self._touched: set[CacheKey] = set()
         self._root = os.fspath(self.cache.root)
         self._made_dirs: set[str] = set()
@@ -289,27 +299,37 @@ class CacheFiller:
         return fd
 
     def open(self, entry: FileEntry, *, read_ahead: bool = False) -> int:
-        """``read_ahead``: the caller is a read-ahead thread (idle CPU priority). A reader that
-        finds the file being filled by one waits ``TAKEOVER_SECONDS`` at most, then fills it
-        itself: a busy machine may starve that thread (the later rename replaces identical
-        content)."""
+        """``read_ahead``: the caller is a read-ahead thread (idle CPU priority, which a busy
+        machine may starve). A reader that finds the file being filled by one raises that
+        thread to normal priority and waits for it; where that is not permitted, it waits
+        ``TAKEOVER_SECONDS`` at most, then fills the file itself (the later rename replaces
+        identical content)."""
         key = cache_key(entry, self.relocation)
         fd = self._open_cached(key, entry)
         if fd is not None:
             return fd
         lock = self._lock_for(key)
-        while not lock.acquire(timeout=TAKEOVER_SECONDS):
-            if key in self._read_ahead:
-                return self._fill_and_open(key, entry)
+        if not lock.acquire(blocking=False):
+            raised = self._raise_read_ahead(key)
+            while not lock.acquire(timeout=TAKEOVER_SECONDS):
+                if not raised:
+                    raised = self._raise_read_ahead(key)
+                    if not raised and key in self._read_ahead:
+                        return self._fill_and_open(key, entry)
         try:
             if read_ahead:
-                self._read_ahead.add(key)
+                self._read_ahead[key] = threading.get_native_id()
             fd = self._open_cached(key, entry)  # filled by another thread meanwhile?
             return fd if fd is not None else self._fill_and_open(key, entry)
         finally:
             if read_ahead:
-                self._read_ahead.discard(key)
+                self._read_ahead.pop(key, None)
             lock.release()
+
+    def _raise_read_ahead(self, key: CacheKey) -> bool:
+        """True if a read-ahead thread fills ``key`` and now runs at normal priority."""
+        thread = self._read_ahead.get(key)
+        return thread is not None and _normal_priority(thread)
 
     def _fill_and_open(self, key: CacheKey, entry: FileEntry) -> int:
         for _ in range(2):  # once more if it was removed between rename and open (gc)

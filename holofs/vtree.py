@@ -22,9 +22,10 @@ plain ``os.pread``. Read-ahead: the first miss in a directory also queues a job 
 its other small files that an interpreter loads (modules and shared libraries, see
 :func:`worth_prefetching`; at most ``PREFETCH_MAX_SIZE`` bytes each), one directory per
 background worker thread at a time, so that a program
-walking a package (an interpreter importing it) finds the next files ready; a
-foreground open of a file being prefetched waits for that one fill instead of starting its
-own. Handles are allocated through :meth:`VirtualTree.add_handle`. A frontend whose kernel
+walking a package (an interpreter importing it) finds the next files ready; bigger shared
+libraries, and the ones a filled library loads from the tree (:mod:`holofs.elfdeps`), go to a
+thread of their own. A foreground open of a file being prefetched waits for that one fill
+instead of starting its own. Handles are allocated through :meth:`VirtualTree.add_handle`. A frontend whose kernel
 reads without opening (see :mod:`holofs.frontends.fuse_shim`) uses :meth:`VirtualTree.read_inode`
 and :meth:`VirtualTree.fill` instead: one cache fd is kept per inode read lately.
 """
@@ -41,12 +42,13 @@ import threading
 from array import array
 from bisect import bisect_left
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
 from .catalog import MOTHER_TIME, Catalog, DirEntry, FileEntry
+from .elfdeps import needed_in_tree
 from .errors import HolofsError, NotFound, ReadOnly
 from .modes import permissions
 
@@ -54,7 +56,11 @@ log = logging.getLogger("holofs.vtree")
 
 ROOT_INO = 1
 PREFETCH_MAX_SIZE = 1 << 20
-PREFETCH_THREADS = 2
+PREFETCH_LIBRARY_MAX_SIZE = 64 << 20
+"""Shared libraries up to this size are read ahead too (after the directory's small files)."""
+MODULES, LIBRARIES = "modules", "libraries"
+PREFETCH_THREADS = {MODULES: 2, LIBRARIES: 1}
+"""Read-ahead threads: directories of small modules; big shared libraries and what they load."""
 INODE_FDS_MAX = 512
 """Cache fds kept open for reads that come without an open (least recently used closed first)."""
 PREFETCH_SUFFIXES = (".py", ".so", ".pyd", ".pth", ".dll", ".dylib")
@@ -144,6 +150,10 @@ def worth_prefetching(name: str) -> bool:
     return name.endswith(PREFETCH_SUFFIXES) or ".so." in name
 
 
+def is_shared_library(name: str) -> bool:
+    return name.endswith(".so") or ".so." in name
+
+
 class VirtualTree:
     """The inode table of one catalog plus the open-file handle table."""
 
@@ -171,7 +181,8 @@ class VirtualTree:
         self._handle_lock = threading.Lock()
         self.prefetch = prefetch
         self._prefetched_dirs: set[int] = set()
-        self._prefetcher: ThreadPoolExecutor | None = None
+        self._scanned_libraries: set[int] = set()  # shared libraries whose ELF needs were queued
+        self._prefetchers: dict[str, ThreadPoolExecutor] = {}
         self._prefetch_stopped = False
         self._inode_fds: OrderedDict[int, int] = OrderedDict()
 
@@ -349,7 +360,10 @@ class VirtualTree:
         entry = self._entry_for_open(ino, flags)
         if self.prefetch:
             self._prefetch_siblings(ino)
-        return self.source.open(entry)  # type: ignore[union-attr]
+        fd = self.source.open(entry)  # type: ignore[union-attr]
+        if self.prefetch and is_shared_library(entry.name):
+            self._submit_prefetch(LIBRARIES, self._prefetch_needed, ino)
+        return fd
 
     # -- reads without an open (the kernel keeps opens to itself) ------------------------------
     # inode_fd/keep_inode_fd/read_inode keep one fd per inode; call them from one thread only
@@ -389,36 +403,86 @@ class VirtualTree:
     # -- read-ahead -------------------------------------------------------------------------
 
     def _prefetch_siblings(self, ino: int) -> None:
-        """Queue the other small modules of ``ino``'s directory (once per directory)."""
+        """Queue the other modules of ``ino``'s directory (once per directory)."""
         parent = self.parents[ino]
         with self._handle_lock:
             if parent in self._prefetched_dirs:
                 return
             self._prefetched_dirs.add(parent)
-            if self._prefetcher is None:
-                self._prefetcher = ThreadPoolExecutor(PREFETCH_THREADS, thread_name_prefix="holofs-prefetch",
-                                                      initializer=_idle_priority)
-            pool = self._prefetcher
+        self._submit_prefetch(MODULES, self._prefetch_dir, parent, ino)
+
+    def _submit_prefetch(self, queue: str, job: Callable[..., None], *args: int) -> None:
+        with self._handle_lock:
+            pool = self._prefetchers.get(queue)
+            if pool is None:
+                pool = self._prefetchers[queue] = ThreadPoolExecutor(
+                    PREFETCH_THREADS[queue], thread_name_prefix=f"holofs-{queue}", initializer=_idle_priority)
         with contextlib.suppress(RuntimeError):  # shut down meanwhile
-            pool.submit(self._prefetch_dir, parent, ino)
+            pool.submit(job, *args)
 
     def _prefetch_dir(self, parent: int, opened: int) -> None:
         """Fill ``parent``'s small modules but ``opened`` (one job per directory: the opening
-        thread, whose reader waits, only submits it)."""
+        thread, whose reader waits, only submits it); queue its bigger shared libraries one by
+        one for the library thread."""
         first, end = self._children(parent)
         for child in range(first, end):
             entry = self.files[child]
+            if child == opened or entry is None or entry.symlink or not worth_prefetching(entry.name):
+                continue
             if self._prefetch_stopped:
                 return
-            if (child != opened and entry is not None and not entry.symlink and entry.size <= PREFETCH_MAX_SIZE
-                    and worth_prefetching(entry.name)):
-                self._prefetch_one(entry)
+            if entry.size <= PREFETCH_MAX_SIZE:
+                self._prefetch_one(child, entry)
+            elif is_shared_library(entry.name) and entry.size <= PREFETCH_LIBRARY_MAX_SIZE:
+                self._submit_prefetch(LIBRARIES, self._prefetch_library, child)
 
-    def _prefetch_one(self, entry: FileEntry) -> None:
+    def _prefetch_library(self, ino: int) -> None:
+        entry = self.files[ino]
+        if entry is not None and not self._prefetch_stopped:
+            self._prefetch_one(ino, entry)
+
+    def _prefetch_one(self, ino: int, entry: FileEntry) -> None:
         try:
-            os.close(self.source.open(entry, read_ahead=True))  # type: ignore[union-attr]
+            fd = self.source.open(entry, read_ahead=True)  # type: ignore[union-attr]
         except Exception as exc:  # noqa: BLE001 - read-ahead is best effort; a real open reports it
             log.debug("prefetch of %s failed: %s", entry.name, exc)
+            return
+        try:
+            if is_shared_library(entry.name):
+                self._prefetch_needed(ino, fd)
+        finally:
+            os.close(fd)
+            _idle_priority()  # a reader waiting for this fill may have raised it (cache.CacheFiller.open)
+
+    def _prefetch_needed(self, ino: int, fd: int | None = None) -> None:
+        """Fill the libraries that the shared library ``ino`` loads from this tree
+        (:mod:`holofs.elfdeps`), and theirs, before the dynamic linker asks for them."""
+        with self._handle_lock:
+            if ino in self._scanned_libraries:
+                return
+            self._scanned_libraries.add(ino)
+        if fd is not None:
+            return self._prefetch_needed_from(ino, fd)
+        try:
+            fd = self.source.open(self.files[ino], read_ahead=True)  # type: ignore[union-attr, arg-type]
+        except Exception:  # noqa: BLE001 - best effort, as above
+            return None
+        try:
+            return self._prefetch_needed_from(ino, fd)
+        finally:
+            os.close(fd)
+
+    def _prefetch_needed_from(self, ino: int, fd: int) -> None:
+        for path in needed_in_tree(fd, self.path_of(ino)):
+            try:
+                dep = self.lookup_path(path).ino
+            except HolofsError:
+                continue  # not in the tree (a system library) or not a directory on the way
+            entry = self.files[dep]
+            if self._prefetch_stopped:
+                return
+            if entry is not None and not entry.symlink and entry.size <= PREFETCH_LIBRARY_MAX_SIZE:
+                self._prefetch_one(dep, entry)
 
     def add_handle(self, ino: int, fd: int) -> int:
         """Register an open fd; returns the handle number frontends hand to the kernel."""
@@ -449,8 +513,8 @@ class VirtualTree:
     def close(self) -> None:
         """Stop read-ahead and close every open handle (at unmount)."""
         self._prefetch_stopped = True
-        if self._prefetcher is not None:
-            self._prefetcher.shutdown(wait=False, cancel_futures=True)
+        for pool in self._prefetchers.values():
+            pool.shutdown(wait=False, cancel_futures=True)
         with self._handle_lock:
             handles, self._handles = self._handles, {}
         fds = [fd for _ino, fd in handles.values()] + list(self._inode_fds.values())

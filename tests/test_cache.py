@@ -91,27 +91,62 @@ def test_concurrent_opens_fill_each_key_once(rcc_catalog: Path, tmp_path: Path) 
     assert sum(again.fills.values()) == 0
 
 
-def test_a_reader_waits_for_read_ahead_only_so_long(rcc_catalog: Path, tmp_path: Path) -> None:
+def test_a_reader_raises_a_starved_read_ahead_fill_or_takes_it_over(rcc_catalog: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Read-ahead threads run at idle CPU priority, so a busy machine may starve one in the middle
-    of a fill. A reader of that file fills it itself after TAKEOVER_SECONDS. A reader of a file
-    another reader is filling waits for it, however long."""
+    of a fill. A reader of that file raises the thread to normal priority and waits for it; where
+    that is refused, it fills the file itself after TAKEOVER_SECONDS. A reader of a file another
+    reader is filling waits for it, however long."""
     _catalog, lib, _reloc, cache, filler, files = _setup(rcc_catalog, tmp_path)
     entry = files["rcc_activate.sh"]
     key = cache_key(entry, filler.relocation)
     expected = _read_fd(CacheFiller(FileCache(tmp_path / "other"), lib, filler.relocation).open(entry))
     lock = filler._lock_for(key)
-    lock.acquire()  # a read-ahead fill of this key that does not get the CPU
-    filler._read_ahead.add(key)
+    holding, done = threading.Event(), threading.Event()
+    policies: list[int] = []
+
+    def starved_read_ahead() -> None:  # holds the key as a read-ahead fill would, at SCHED_IDLE
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        with lock:
+            filler._read_ahead[key] = threading.get_native_id()
+            holding.set()
+            done.wait(30)
+            policies.append(os.sched_getscheduler(0))
+            del filler._read_ahead[key]
+
+    holder = threading.Thread(target=starved_read_ahead, daemon=True)
+    holder.start()
+    assert holding.wait(30)
     got: list[int] = []
+    reader = threading.Thread(target=lambda: got.append(filler.open(entry)), daemon=True)
+    reader.start()
+    reader.join(timeout=20 * cache_mod.TAKEOVER_SECONDS)
+    assert reader.is_alive() and not got, "the reader waits for the raised read-ahead thread"
+    done.set()
+    reader.join(timeout=30)
+    holder.join(timeout=30)
+    assert policies == [os.SCHED_OTHER]  # raised by the reader
+    assert got and _read_fd(got[0]) == expected  # the holder filled nothing: the reader did, once
+    assert filler.fills[key.relpath] == 1
+
+    entry = next(e for p, e in sorted(files.items())
+                 if p not in ("rcc_activate.sh", "identity.yaml") and not e.symlink and e.size and e.digest != entry.digest)
+    key = cache_key(entry, filler.relocation)
+    monkeypatch.setattr(cache_mod, "_normal_priority", lambda thread: False)  # e.g. RLIMIT_NICE says no
+    lock = filler._lock_for(key)
+    lock.acquire()  # a read-ahead fill of this key that does not get the CPU
+    filler._read_ahead[key] = threading.get_native_id()
+    got = []
     reader = threading.Thread(target=lambda: got.append(filler.open(entry)), daemon=True)
     reader.start()
     reader.join(timeout=30)
     try:
-        assert got, "the reader waited for the starved read-ahead fill"
-        assert _read_fd(got[0]) == expected  # filled here meanwhile
+        assert got, "the reader took over the starved read-ahead fill"
+        assert _read_fd(got[0]) == _read_fd(CacheFiller(FileCache(tmp_path / "other2"), lib,
+                                                        filler.relocation).open(entry))
         assert filler.fills[key.relpath] == 1
     finally:
-        filler._read_ahead.discard(key)
+        del filler._read_ahead[key]
         lock.release()
 
     entry = files["identity.yaml"]

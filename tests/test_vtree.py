@@ -11,7 +11,7 @@ import pytest
 from support.fusemount import expected_snapshot
 
 from holofs.cache import CacheFiller, FileCache
-from holofs.catalog import MOTHER_TIME, Catalog, DirEntry, FileEntry, read_catalog
+from holofs.catalog import MOTHER_TIME, Catalog, DirEntry, FileEntry, iter_files, read_catalog
 from holofs.errors import HolofsError, NotFound, ReadOnly
 from holofs.library import Hololib
 from holofs.modes import GO_DIR
@@ -216,6 +216,63 @@ def test_first_miss_in_a_directory_prefetches_its_small_files(tmp_path: Path) ->
             assert tree.read(handle, 0, 1000) == small[rel]
             tree.release(handle)
         assert sum(filler.fills.values()) == 20 and max(filler.fills.values()) == 1  # each filled once
+        tree.close()
+
+
+def test_read_ahead_fills_shared_libraries_and_what_they_load(tmp_path: Path) -> None:
+    """A directory's big shared libraries are read ahead too (one by one, on their own thread),
+    and so is every library a filled shared library loads from the tree through an
+    ``$ORIGIN`` RUNPATH (auditwheel's ``<dist>.libs``), also after a foreground fill; nothing
+    outside those."""
+    import time
+
+    from support.elf import shared_library
+    from support.trees import IDENTITY
+
+    from holofs import vtree as vtree_module
+    from holofs.importer import import_tree
+
+    src = tmp_path / "src" / IDENTITY
+    libs = src / "pkg.libs"
+    base = shared_library(libs / "libbase-9f.so.2", symbol="b")
+    dep = shared_library(libs / "libdep-1a.so.1", needs=(base,), runpath="$ORIGIN", symbol="g")
+    shared_library(src / "pkg" / "_ext.so", needs=(dep,), runpath="$ORIGIN/../pkg.libs")
+    shared_library(src / "other" / "_solo.so", needs=(dep,), runpath="$ORIGIN/../pkg.libs", symbol="s")
+    shared_library(libs / "libunused-77.so", symbol="u")
+    (src / "pkg" / "__init__.py").write_text("from . import _ext\n")
+    big = os.urandom(vtree_module.PREFETCH_MAX_SIZE + 1)
+    (src / "pkg" / "_big.so").write_bytes(big)
+    (src / "pkg" / "big.bin").write_bytes(big[::-1])
+    catalog = read_catalog(import_tree(src, tmp_path / "lib").catalog_path)
+    lib = Hololib.open(tmp_path / "lib")
+
+    digests = {path: entry.digest for path, entry, _ in iter_files(catalog.tree)}
+
+    def filled_after(tree: VirtualTree, filler: CacheFiller, path: str, count: int) -> set[str]:
+        os.close(tree.fill(tree.lookup_path(path).ino))
+        deadline = time.monotonic() + 30
+        while sum(filler.fills.values()) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # anything else that would (wrongly) be read ahead gets its chance
+        assert max(filler.fills.values()) == 1  # each filled once
+        filled = {key.rsplit("/", 1)[1] for key in filler.fills}
+        return {p for p, digest in digests.items() if digest in filled}
+
+    filler = CacheFiller(FileCache(tmp_path / "cache-a"), lib, None, verify=VerifyPolicy.TRUSTED)
+    tree = VirtualTree(catalog, filler, prefetch=True)
+    try:
+        got = filled_after(tree, filler, "pkg/__init__.py", 5)
+        assert got == {"pkg/__init__.py", "pkg/_ext.so", "pkg/_big.so", "pkg.libs/libdep-1a.so.1",
+                       "pkg.libs/libbase-9f.so.2"}
+    finally:
+        tree.close()
+
+    filler = CacheFiller(FileCache(tmp_path / "cache-b"), lib, None, verify=VerifyPolicy.TRUSTED)
+    tree = VirtualTree(catalog, filler, prefetch=True)
+    try:  # a library opened first (the dynamic linker's open): its needs follow
+        assert filled_after(tree, filler, "other/_solo.so", 3) == {
+            "other/_solo.so", "pkg.libs/libdep-1a.so.1", "pkg.libs/libbase-9f.so.2"}
+    finally:
         tree.close()
 
 
