@@ -20,7 +20,9 @@ _DYN = struct.Struct("<qQ")
 PT_LOAD, PT_DYNAMIC = 1, 2
 DT_NULL, DT_NEEDED, DT_STRTAB, DT_STRSZ, DT_RPATH, DT_RUNPATH = 0, 1, 5, 10, 15, 29
 MAX_TABLE = 1 << 20
-"""Bytes read at most for the program headers, the dynamic section or the string table."""
+"""Bytes read at most for the program headers, the dynamic section or the strings wanted."""
+STRING_MAX = 4096
+"""Longest library name or search path read."""
 
 
 def _read(fd: int, size: int, offset: int) -> bytes:
@@ -70,9 +72,16 @@ def needed(fd: int) -> tuple[list[str], list[str]]:
         where = next((off + strtab - vaddr for vaddr, filesz, off in loads if vaddr <= strtab < vaddr + filesz), None)
         if where is None:
             return [], []
-        table = _read(fd, strsz, where)
-        names = [_string(table, off) for off in tags.get(DT_NEEDED, [])]
-        paths = [_string(table, off) for off in tags.get(DT_RUNPATH, tags.get(DT_RPATH, []))]
+        name_offs, path_offs = tags.get(DT_NEEDED, []), tags.get(DT_RUNPATH, tags.get(DT_RPATH, []))
+        if not name_offs:
+            return [], []
+        # only the part of the string table that holds these strings (it also names every symbol)
+        first, last = min(name_offs + path_offs), max(name_offs + path_offs)
+        if last >= strsz:
+            return [], []
+        table = _read(fd, min(strsz, last + STRING_MAX) - first, where + first)
+        names = [_string(table, off - first) for off in name_offs]
+        paths = [_string(table, off - first) for off in path_offs]
         return names, [p for path in paths for p in path.split(":") if p]
     except (OSError, ValueError, struct.error):
         return [], []
