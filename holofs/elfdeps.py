@@ -23,6 +23,10 @@ MAX_TABLE = 1 << 20
 """Bytes read at most for the program headers, the dynamic section or the strings wanted."""
 STRING_MAX = 4096
 """Longest library name or search path read."""
+NEEDED_MAX = 256
+SEARCH_MAX = 16
+"""At most this many needed names and search path entries are used (real libraries have a
+handful; a hostile file must not turn the read-ahead into a long loop)."""
 
 
 def _read(fd: int, size: int, offset: int) -> bytes:
@@ -72,7 +76,8 @@ def needed(fd: int) -> tuple[list[str], list[str]]:
         where = next((off + strtab - vaddr for vaddr, filesz, off in loads if vaddr <= strtab < vaddr + filesz), None)
         if where is None:
             return [], []
-        name_offs, path_offs = tags.get(DT_NEEDED, []), tags.get(DT_RUNPATH, tags.get(DT_RPATH, []))
+        name_offs = tags.get(DT_NEEDED, [])[:NEEDED_MAX]
+        path_offs = tags.get(DT_RUNPATH, tags.get(DT_RPATH, []))[:SEARCH_MAX]
         if not name_offs:
             return [], []
         # only the part of the string table that holds these strings (it also names every symbol)
@@ -82,7 +87,7 @@ def needed(fd: int) -> tuple[list[str], list[str]]:
         table = _read(fd, min(strsz, last + STRING_MAX) - first, where + first)
         names = [_string(table, off - first) for off in name_offs]
         paths = [_string(table, off - first) for off in path_offs]
-        return names, [p for path in paths for p in path.split(":") if p]
+        return names, [p for path in paths for p in path.split(":") if p][:SEARCH_MAX]
     except (OSError, ValueError, struct.error):
         return [], []
 
