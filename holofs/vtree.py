@@ -57,7 +57,7 @@ log = logging.getLogger("holofs.vtree")
 ROOT_INO = 1
 PREFETCH_MAX_SIZE = 1 << 20
 PREFETCH_LIBRARY_MAX_SIZE = 64 << 20
-"""Shared libraries up to this size are read ahead too (after the directory's small files)."""
+"""Shared libraries up to this size are read ahead too (on the library thread)."""
 MODULES, LIBRARIES = "modules", "libraries"
 PREFETCH_THREADS = {MODULES: 2, LIBRARIES: 1}
 """Read-ahead threads: directories of small modules; big shared libraries and what they load."""
@@ -362,7 +362,7 @@ class VirtualTree:
             self._prefetch_siblings(ino)
         fd = self.source.open(entry)  # type: ignore[union-attr]
         if self.prefetch and is_shared_library(entry.name):
-            self._submit_prefetch(LIBRARIES, self._prefetch_needed, ino)
+            self._submit_prefetch(LIBRARIES, self._prefetch_library, ino)  # in the cache now: its needs
         return fd
 
     # -- reads without an open (the kernel keeps opens to itself) ------------------------------
@@ -454,25 +454,13 @@ class VirtualTree:
             os.close(fd)
             _idle_priority()  # a reader waiting for this fill may have raised it (cache.CacheFiller.open)
 
-    def _prefetch_needed(self, ino: int, fd: int | None = None) -> None:
-        """Fill the libraries that the shared library ``ino`` loads from this tree
-        (:mod:`holofs.elfdeps`), and theirs, before the dynamic linker asks for them."""
+    def _prefetch_needed(self, ino: int, fd: int) -> None:
+        """Fill the libraries that the shared library ``ino`` (open at ``fd``) loads from this
+        tree (:mod:`holofs.elfdeps`), and theirs, before the dynamic linker asks for them."""
         with self._handle_lock:
             if ino in self._scanned_libraries:
                 return
             self._scanned_libraries.add(ino)
-        if fd is not None:
-            return self._prefetch_needed_from(ino, fd)
-        try:
-            fd = self.source.open(self.files[ino], read_ahead=True)  # type: ignore[union-attr, arg-type]
-        except Exception:  # noqa: BLE001 - best effort, as above
-            return None
-        try:
-            return self._prefetch_needed_from(ino, fd)
-        finally:
-            os.close(fd)
-
-    def _prefetch_needed_from(self, ino: int, fd: int) -> None:
         for path in needed_in_tree(fd, self.path_of(ino)):
             try:
                 dep = self.lookup_path(path).ino
