@@ -9,11 +9,17 @@ that instead and skips validation (only validated catalogs are stored). Any chan
 file (a new inode, or an in-place write: new ctime) makes it parse and validate again. The
 index is an optimisation: unreadable, stale or foreign index files are ignored and replaced.
 
+The contents RCC records beneath a symlinked directory (the shadow subtree, e.g. a venv's
+``lib64 -> lib`` repeats all of ``lib``) are never restored or served, so the index keeps them
+packed (a nested ``marshal`` blob) and unpacks them only when something reads that
+directory's ``subdirs`` or ``files``: for such a catalog, half the entries are never decoded.
+
 One index file per catalog path, so the directory does not grow with catalog versions.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import marshal
 import os
@@ -26,7 +32,7 @@ from .errors import HolofsError
 from .fsutil import atomic_write_bytes
 from .paths import private_dir
 
-FORMAT = 1  # bump when Catalog/DirEntry/FileEntry fields change
+FORMAT = 2  # bump when Catalog/DirEntry/FileEntry fields change
 MARSHAL_VERSION = 2  # no back-references: writing is ~2.5x faster, reading as fast, the file ~10% bigger
 SUBDIR = "catalogs"
 
@@ -41,20 +47,78 @@ def index_path(cache_root: str | os.PathLike[str], catalog_path: str | os.PathLi
 
 
 def _encode_dir(d: DirEntry) -> tuple[Any, ...]:
-    return (d.name, d.mode, d.symlink, d.shadow, tuple(_encode_dir(s) for s in d.subdirs.values()),
-            tuple((f.name, f.size, f.mode, f.digest, tuple(f.rewrite), f.symlink) for f in d.files.values()))
+    subdirs = tuple(_encode_dir(s) for s in d.subdirs.values())
+    files = tuple((f.name, f.size, f.mode, f.digest, tuple(f.rewrite), f.symlink) for f in d.files.values())
+    if d.symlink:  # the shadow subtree: packed, decoded on demand (_PackedDir)
+        return (d.name, d.mode, d.symlink, d.shadow, marshal.dumps((subdirs, files), MARSHAL_VERSION), ())
+    return (d.name, d.mode, d.symlink, d.shadow, subdirs, files)
+
+
+def _decode_into(d: DirEntry, subdirs: tuple[Any, ...], files: tuple[Any, ...]) -> None:
+    out = _SUBDIRS.__get__(d, DirEntry)
+    for s in subdirs:
+        out[s[0]] = _decode_dir(s)
+    fout = _FILES.__get__(d, DirEntry)
+    for fname, size, fmode, digest, rewrite, fsymlink in files:
+        fout[fname] = FileEntry(fname, size, fmode, digest, list(rewrite), fsymlink)
 
 
 def _decode_dir(t: tuple[Any, ...]) -> DirEntry:
     name, mode, symlink, shadow, subdirs, files = t
+    if type(subdirs) is bytes:
+        return _PackedDir(name, mode, symlink, shadow, subdirs)
     d = DirEntry(name=name, mode=mode, symlink=symlink, shadow=shadow)
-    out = d.subdirs
-    for s in subdirs:
-        out[s[0]] = _decode_dir(s)
-    fout = d.files
-    for fname, size, fmode, digest, rewrite, fsymlink in files:
-        fout[fname] = FileEntry(fname, size, fmode, digest, list(rewrite), fsymlink)
+    _decode_into(d, subdirs, files)
     return d
+
+
+_SUBDIRS, _FILES = DirEntry.subdirs, DirEntry.files  # the slots behind the fields
+
+
+class _PackedDir(DirEntry):
+    """A symlinked directory from the index whose recorded contents stay packed until
+    ``subdirs`` or ``files`` is first read (or assigned)."""
+
+    __slots__ = ("_packed",)
+
+    def __init__(self, name: str, mode: int, symlink: str, shadow: bool, packed: bytes) -> None:
+        DirEntry.__init__(self, name=name, mode=mode, symlink=symlink, shadow=shadow)
+        self._packed: bytes | None = packed
+
+    def _unpack(self) -> None:
+        packed = getattr(self, "_packed", None)
+        if packed is not None:
+            self._packed = None
+            _decode_into(self, *marshal.loads(packed))
+
+    def _get_subdirs(self) -> dict[str, DirEntry]:
+        self._unpack()
+        return _SUBDIRS.__get__(self, DirEntry)
+
+    def _set_subdirs(self, value: dict[str, DirEntry]) -> None:
+        self._unpack()
+        _SUBDIRS.__set__(self, value)
+
+    def _get_files(self) -> dict[str, FileEntry]:
+        self._unpack()
+        return _FILES.__get__(self, DirEntry)
+
+    def _set_files(self, value: dict[str, FileEntry]) -> None:
+        self._unpack()
+        _FILES.__set__(self, value)
+
+    subdirs = property(_get_subdirs, _set_subdirs)  # type: ignore[assignment]
+    files = property(_get_files, _set_files)  # type: ignore[assignment]
+
+    def __eq__(self, other: object) -> bool:  # equal to the DirEntry it stands for
+        if not isinstance(other, DirEntry):
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in _FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]  # as DirEntry's
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(DirEntry))
 
 
 def _header(c: Catalog) -> tuple[Any, ...]:

@@ -76,3 +76,36 @@ def test_materialize_uses_the_index(rcc_catalog: Path, tmp_path: Path, holofs_cl
         holofs_cli("materialize", "--relocate-name-only", rcc_catalog, target, env=env, check=True)
     assert index_path(cache, rcc_catalog).is_file()
     assert sorted(os.listdir(targets[0])) == sorted(os.listdir(targets[1]))
+
+
+def test_shadow_subtrees_stay_packed_until_read(tmp_path: Path) -> None:
+    from support.trees import IDENTITY, make_env_tree
+
+    from holofs.catalog import iter_dirs
+    from holofs.catalog_index import _PackedDir
+    from holofs.importer import import_tree
+    from holofs.library import Hololib
+    from holofs.materializer import MaterializeOptions, materialize
+    from holofs.restore_state import live_dirs
+
+    env = make_env_tree(tmp_path / "src" / IDENTITY, big=False)
+    assert env.dir_symlinks and env.shadow_files
+    path = import_tree(env.root, tmp_path / "lib", compress="gzip", workers=2).catalog_path
+    cache = tmp_path / "cache"
+    parsed, save = load_catalog(path, cache)
+    save()
+    indexed, _ = load_catalog(path, cache)
+    linked = {f"{rel}/{name}" if rel else name: sub for rel, d in live_dirs(indexed.tree)
+              for name, sub in d.subdirs.items() if sub.symlink}  # (iter_dirs would look beneath)
+    assert set(linked) == env.dir_symlinks
+    assert all(type(d) is _PackedDir and d._packed is not None for d in linked.values())
+    target = tmp_path / "out" / IDENTITY
+    target.parent.mkdir()
+    materialize(indexed, Hololib.open(tmp_path / "lib"), target,
+                MaterializeOptions(relocate_name_only=True, cache_dir=os.fspath(cache)))
+    assert all(d._packed is not None for d in linked.values())  # a restore never looks beneath
+    assert indexed.tree == parsed.tree and parsed.tree == indexed.tree  # unpacked on demand, both ways
+    assert all(d._packed is None for d in linked.values())
+    seen = {f"{rel}/{name}" for rel, d in iter_dirs(indexed.tree) for name in d.files}
+    assert env.shadow_files <= seen
+    assert catalog_bytes(indexed) == catalog_bytes(parsed)
