@@ -23,12 +23,13 @@ import dataclasses
 import hashlib
 import marshal
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .catalog import Catalog, DirEntry, FileEntry, gc_paused, parse_catalog, read_catalog_bytes
-from .errors import HolofsError
+from .errors import CatalogError, HolofsError
 from .fsutil import atomic_write_bytes
 from .paths import private_dir
 
@@ -73,6 +74,7 @@ def _decode_dir(t: tuple[Any, ...]) -> DirEntry:
 
 
 _SUBDIRS, _FILES = DirEntry.subdirs, DirEntry.files  # the slots behind the fields
+_UNPACKING = threading.RLock()
 
 
 class _PackedDir(DirEntry):
@@ -86,10 +88,17 @@ class _PackedDir(DirEntry):
         self._packed: bytes | None = packed
 
     def _unpack(self) -> None:
-        packed = getattr(self, "_packed", None)
-        if packed is not None:
-            self._packed = None
-            _decode_into(self, *marshal.loads(packed))
+        if getattr(self, "_packed", None) is None:
+            return
+        with _UNPACKING:  # another thread reading meanwhile waits for the whole contents
+            packed = self._packed
+            if packed is not None:
+                try:
+                    _decode_into(self, *marshal.loads(packed))
+                except (ValueError, TypeError, EOFError, IndexError, RecursionError):
+                    raise CatalogError(f"the parsed-catalog index is damaged beneath {self.name!r}: delete the "
+                                       f"'{SUBDIR}' directory in holofs' cache (it is rebuilt)") from None
+                self._packed = None
 
     def _get_subdirs(self) -> dict[str, DirEntry]:
         self._unpack()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from holofs.catalog import catalog_bytes, read_catalog, write_catalog
+from holofs.catalog import DirEntry, FileEntry, catalog_bytes, read_catalog, write_catalog
 from holofs.catalog_index import index_path, load_catalog
 from holofs.errors import CatalogError
 
@@ -109,3 +109,32 @@ def test_shadow_subtrees_stay_packed_until_read(tmp_path: Path) -> None:
     seen = {f"{rel}/{name}" for rel, d in iter_dirs(indexed.tree) for name in d.files}
     assert env.shadow_files <= seen
     assert catalog_bytes(indexed) == catalog_bytes(parsed)
+
+
+def test_packed_contents_read_by_many_threads_at_once_or_damaged() -> None:
+    import marshal
+    import threading
+
+    from holofs.catalog_index import _encode_dir, _PackedDir
+
+    link = DirEntry(name="lib64", mode=0o755, symlink="lib")
+    for i in range(20000):  # decoding takes longer than a GIL switch interval
+        sub = link.subdirs[f"d{i}"] = DirEntry(name=f"d{i}", shadow=True)
+        sub.files["f"] = FileEntry("f", i, 0o644, "ab" * 16, [], "")
+    packed = _encode_dir(link)[4]
+    lazy = _PackedDir("lib64", 0o755, "lib", False, packed)
+    start, seen = threading.Barrier(8), []
+
+    def read() -> None:
+        start.wait()
+        seen.append(len(lazy.subdirs))
+
+    threads = [threading.Thread(target=read) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == [20000] * 8 and lazy == link
+    damaged = _PackedDir("lib64", 0o755, "lib", False, marshal.dumps(("not", "a tree")))
+    with pytest.raises(CatalogError, match="index is damaged beneath 'lib64'"):
+        _ = damaged.files
