@@ -77,6 +77,20 @@ _SUBDIRS, _FILES = DirEntry.subdirs, DirEntry.files  # the slots behind the fiel
 _UNPACKING = threading.RLock()
 
 
+def _unpacking(slot: Any) -> property:
+    """A field of :class:`_PackedDir`: the slot, read or written once the contents are unpacked."""
+
+    def get(self: _PackedDir) -> Any:
+        self._unpack()
+        return slot.__get__(self, DirEntry)
+
+    def put(self: _PackedDir, value: Any) -> None:
+        self._unpack()
+        slot.__set__(self, value)
+
+    return property(get, put)
+
+
 class _PackedDir(DirEntry):
     """A symlinked directory from the index whose recorded contents stay packed until
     ``subdirs`` or ``files`` is first read (or assigned)."""
@@ -100,24 +114,8 @@ class _PackedDir(DirEntry):
                                        f"'{SUBDIR}' directory in holofs' cache (it is rebuilt)") from None
                 self._packed = None
 
-    def _get_subdirs(self) -> dict[str, DirEntry]:
-        self._unpack()
-        return _SUBDIRS.__get__(self, DirEntry)
-
-    def _set_subdirs(self, value: dict[str, DirEntry]) -> None:
-        self._unpack()
-        _SUBDIRS.__set__(self, value)
-
-    def _get_files(self) -> dict[str, FileEntry]:
-        self._unpack()
-        return _FILES.__get__(self, DirEntry)
-
-    def _set_files(self, value: dict[str, FileEntry]) -> None:
-        self._unpack()
-        _FILES.__set__(self, value)
-
-    subdirs = property(_get_subdirs, _set_subdirs)  # type: ignore[assignment]
-    files = property(_get_files, _set_files)  # type: ignore[assignment]
+    subdirs = _unpacking(_SUBDIRS)  # type: ignore[assignment]
+    files = _unpacking(_FILES)  # type: ignore[assignment]
 
     def __eq__(self, other: object) -> bool:  # equal to the DirEntry it stands for
         if not isinstance(other, DirEntry):
