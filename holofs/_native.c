@@ -8,7 +8,7 @@
  *
  * build_tree(lib_fd, root_fd, dir_parents, dir_names, file_dirs, blobs, names, modes, sizes, rewrites,
  *            ident, verified, chmod_mask, dir_mode, mtime_ns, decode, reflink, threads, counter)
- *   -> (dir_fds, made, unverified, hashed)
+ *   -> (dir_fds, made, unverified, hashed, dirs_stamped)
  *   Directory 0 is root_fd (open, not closed here); directory i > 0 is made as
  *   dir_names[i] (mode dir_mode) under directory dir_parents[i], and opened O_NOFOLLOW.
  *   File i is created O_EXCL|O_NOFOLLOW as names[i] in directory file_dirs[i] (non-
@@ -36,6 +36,9 @@
  *   could not be here (a raw one over HASH_MAX, or SHA-256 without libcrypto): the caller
  *   hashes those. hashed: {i: blob key} for the files made from a blob hashed here and found
  *   right (the caller records them as verified).
+ *   dirs_stamped: True when, after every file, each directory made (and directory 0) got mode
+ *   dir_mode (fchmod'ed when dir_mode & chmod_mask) and atime=mtime=mtime_ns; False if one
+ *   of those calls failed or an error stopped the threads (the caller then stamps them).
  *   counter: None or a writable 8-byte buffer, atomically increased by each file made (progress
  *   for a caller polling from another thread).
  *
@@ -1076,6 +1079,7 @@ static PyObject *build_tree(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *keep = PyList_New(ndirs + 2 * n); /* owns the encoded paths while the GIL is released */
     PyObject *out = NULL, *fds = NULL, *made = NULL, *unverified = NULL, *hashed = NULL;
     long long *offsets = NULL;
+    int dirs_stamped = 0;
     if (t.dirs == NULL || t.items == NULL || fdirs == NULL || keep == NULL) {
         PyErr_NoMemory();
         goto done;
@@ -1141,6 +1145,15 @@ static PyObject *build_tree(PyObject *Py_UNUSED(self), PyObject *args) {
     tree_worker(&t); /* this thread works too */
     for (int i = 0; i < started; i++)
         pthread_join(tids[i], NULL);
+    /* Every directory's files are in: its mode and the mother time, as the caller would set them. */
+    dirs_stamped = !t.stop;
+    for (Py_ssize_t i = 0; dirs_stamped && i < ndirs; i++) {
+        const dir_t *dir = &t.dirs[i];
+        if (dir->state != DIR_READY)
+            continue;
+        if (((dir_mode & chmod_mask) && fchmod(dir->fd, dir_mode & 07777) < 0) || futimens(dir->fd, t.times) < 0)
+            dirs_stamped = 0;
+    }
     Py_END_ALLOW_THREADS
     fds = PyList_New(ndirs);
     made = PyBytes_FromStringAndSize(NULL, n);
@@ -1168,7 +1181,7 @@ static PyObject *build_tree(PyObject *Py_UNUSED(self), PyObject *args) {
             goto done;
         }
     }
-    out = PyTuple_Pack(4, fds, made, unverified, hashed);
+    out = Py_BuildValue("(OOOOO)", fds, made, unverified, hashed, dirs_stamped ? Py_True : Py_False);
 done:
     Py_XDECREF(fds);
     Py_XDECREF(made);

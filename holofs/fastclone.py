@@ -59,6 +59,7 @@ class ClonedTree:
     left: dict[str, list[str]] = field(default_factory=dict)  # per directory, names left to do
     written: int = 0
     verified: int = 0
+    dirs_stamped: bool = False  # every directory made got its mode and the mother time, after its files
 
 
 def available(linker: Linker) -> bool:
@@ -146,7 +147,7 @@ def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: i
     seconds = time.perf_counter() - t0
     if failure:
         raise failure[0]
-    fds, made, unverified, hashed = outcome[0]
+    fds, made, unverified, hashed, dirs_stamped = outcome[0]
     dir_fds.update((rel, fds[i]) for rel, i in index.items() if i and fds[i] >= 0)
     rels = [rel for rel, _node in dirs]
     by_kind: dict[int, list[int]] = {}  # made[i] -> the files i made that way (0: not made)
@@ -184,7 +185,7 @@ def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: i
         linker.record(DECOMPRESS, sum(sizes[i] for i in decoded), share * len(decoded), files=len(decoded))
         if linker.mode == "reflink":
             linker.warn_once("reflink:compressed", COMPRESSED_REFLINK_WARNING)
-    return ClonedTree(left=left, written=written, verified=len(check) + len(hashed))
+    return ClonedTree(left=left, written=written, verified=len(check) + len(hashed), dirs_stamped=dirs_stamped)
 
 
 def _verify(lib_fd: int, dir_fds: dict[str, int], check: list[tuple[int, str]], entries: list[FileEntry], blobs: list[str],

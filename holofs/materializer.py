@@ -387,11 +387,12 @@ def _stamp_dir(ctx: _Ctx, fd: int, fresh: bool) -> None:
 
 
 def _finish_dirs(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], force: bool, fresh: bool = False,
-                 units_stamped: bool = False) -> None:
+                 units_stamped: bool = False, only: set[str] | None = None) -> None:
     """Directories: mode 0o750 and mother time, set after their contents are done
-    (``units_stamped``: those done in one unit of work were stamped by it)."""
+    (``units_stamped``: those done in one unit of work were stamped by it; ``only``: the
+    others were stamped by the native fast path)."""
     for rel, node in reversed(dirs):
-        if units_stamped and len(node.files) <= BATCH:
+        if (units_stamped and len(node.files) <= BATCH) or (only is not None and rel not in only):
             continue
         fd = ctx.dir_fds[rel]
         if not force:
@@ -600,15 +601,19 @@ def materialize(catalog: Catalog, lib: Hololib, target: str | os.PathLike[str],
                 raise_fd_limit(len(dirs) + 8 * opts.workers + 64)  # every directory stays open
                 cloned = _clone_fast(ctx, dirs, opts.workers, encode_manifest) if fresh else None
                 made = _ensure_dirs(ctx, dirs, fresh, problems)
+                only = None
                 if cloned is None:
                     total = _run_tasks(ctx, _make_jobs(dirs), scan=not fresh, workers=opts.workers,
                                        meanwhile=encode_manifest)
                 else:
-                    total = _run_tasks(ctx, _make_jobs(dirs, cloned.left), scan=False, workers=opts.workers)
+                    jobs = _make_jobs(dirs, cloned.left)
+                    total = _run_tasks(ctx, jobs, scan=False, workers=opts.workers)
                     total.written += cloned.written
                     total.verified += cloned.verified
+                    if cloned.dirs_stamped:  # only those written to since, or made here
+                        only = made | {rel for job in jobs for rel, _node, _names, _first in job}
                 _finish_dirs(ctx, dirs, force=fresh or bool(made) or total.dir_changed, fresh=fresh,
-                             units_stamped=fresh and cloned is None)
+                             units_stamped=fresh and cloned is None, only=only)
             finally:
                 _close_dirs(ctx)
             if fresh:
