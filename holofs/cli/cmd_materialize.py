@@ -48,87 +48,80 @@ def materialize_cmd(catalog: str, directory: str, hololib: str | None, strategy:
     # Tens of thousands of acyclic objects (the catalog, the native call's lists, the
     # manifest): garbage-collection passes over them only cost time (~35 ms per restore).
     with gc_paused():
-        _materialize(catalog, directory, hololib, strategy, verify, workers, fast, copy_patterns, relocate_name_only,
-                     keep_special_bits, check_only, no_wait, as_json, no_progress)
+        from ..config import load_settings
+        from ..library import catalog_file
+        from ..restore_state import reconcile_if_intact
 
+        settings = load_settings({"strategy": strategy, "verify": verify, "workers": workers,
+                                  "fast": True if fast else None, "copy_patterns": copy_patterns or None})
+        path, lib = catalog_file(catalog, hololib)
 
-def _materialize(catalog: str, directory: str, hololib: str | None, strategy: str | None, verify: str | None,
-                 workers: int | None, fast: bool | None, copy_patterns: tuple[str, ...], relocate_name_only: bool,
-                 keep_special_bits: bool, check_only: bool, no_wait: bool, as_json: bool, no_progress: bool) -> None:
-    from ..config import load_settings
-    from ..library import catalog_file
-    from ..restore_state import reconcile_if_intact
+        def wait_hook(message: str) -> None:
+            click.echo(f"holofs: {message}", err=True)
 
-    settings = load_settings({"strategy": strategy, "verify": verify, "workers": workers,
-                              "fast": True if fast else None, "copy_patterns": copy_patterns or None})
-    path, lib = catalog_file(catalog, hololib)
+        if not check_only:
+            # A rerun on an intact tree is confirmed from the last restore's manifest: no catalog
+            # parse, no heavy imports, nothing written.
+            report = reconcile_if_intact(path, directory, verify=settings.verify, keep_special=keep_special_bits,
+                                         name_only_allowed=relocate_name_only, wait=not no_wait, wait_hook=wait_hook)
+            if report is not None:
+                _print_report(report, as_json)
+                return
 
-    def wait_hook(message: str) -> None:
-        click.echo(f"holofs: {message}", err=True)
+        from ..catalog_index import load_catalog
+        from ..library import Hololib
+        from ..materializer import MaterializeOptions, check, materialize
+        from ..paths import default_cache_dir
+        from ..verification import VerifyPolicy
+        from .output import progress
 
-    if not check_only:
-        # A rerun on an intact tree is confirmed from the last restore's manifest: no catalog
-        # parse, no heavy imports, nothing written.
-        report = reconcile_if_intact(path, directory, verify=settings.verify, keep_special=keep_special_bits,
-                                     name_only_allowed=relocate_name_only, wait=not no_wait, wait_hook=wait_hook)
-        if report is not None:
-            _print_report(report, as_json)
-            return
+        save_index: list[Any] = []
 
-    from ..catalog_index import load_catalog
-    from ..library import Hololib
-    from ..materializer import MaterializeOptions, check, materialize
-    from ..paths import default_cache_dir
-    from ..verification import VerifyPolicy
-    from .output import progress
+        def load() -> tuple[Any, Any]:
+            cat, save = load_catalog(path, settings.cache_dir or default_cache_dir())
+            save_index.append(save)
+            return cat, lib if lib is not None else Hololib.of_catalog(path)
 
-    save_index: list[Any] = []
+        def meanwhile() -> None:
+            if save_index and save_index[0] is not None:
+                save_index[0]()
 
-    def load() -> tuple[Any, Any]:
-        cat, save = load_catalog(path, settings.cache_dir or default_cache_dir())
-        save_index.append(save)
-        return cat, lib if lib is not None else Hololib.of_catalog(path)
+        if check_only:
+            report = check(*load(), directory, relocate_name_only=relocate_name_only,
+                           verify=VerifyPolicy(settings.verify), keep_special_bits=keep_special_bits,
+                           workers=settings.workers)
+            if as_json:
+                from .output import emit_json
 
-    def meanwhile() -> None:
-        if save_index and save_index[0] is not None:
-            save_index[0]()
+                emit_json(report.as_dict())
+            else:
+                click.echo(f"{report.status}: {report.target}")
+                for line in report.problems[:50]:
+                    click.echo(f"  {line}")
+                if len(report.problems) > 50:
+                    click.echo(f"  ... and {len(report.problems) - 50} more")
+            raise SystemExit(0 if report.status == "complete" else 1)
 
-    if check_only:
-        report = check(*load(), directory, relocate_name_only=relocate_name_only,
-                       verify=VerifyPolicy(settings.verify), keep_special_bits=keep_special_bits,
-                       workers=settings.workers)
-        if as_json:
-            from .output import emit_json
+        options = MaterializeOptions(
+            strategy=settings.strategy, verify=VerifyPolicy(settings.verify), workers=settings.workers,
+            keep_special_bits=keep_special_bits, relocate_name_only=relocate_name_only,
+            copy_patterns=settings.copy_patterns, cache_dir=settings.cache_dir, wait=not no_wait, wait_hook=wait_hook,
+            meanwhile=meanwhile,
+        )
+        with contextlib.ExitStack() as stack:
+            bar: list[Any] = []
 
-            emit_json(report.as_dict())
-        else:
-            click.echo(f"{report.status}: {report.target}")
-            for line in report.problems[:50]:
-                click.echo(f"  {line}")
-            if len(report.problems) > 50:
-                click.echo(f"  ... and {len(report.problems) - 50} more")
-        raise SystemExit(0 if report.status == "complete" else 1)
+            def total_hook(total: int) -> None:
+                bar.append(stack.enter_context(progress("materializing", total,
+                                                        enabled=not no_progress and not as_json)))
 
-    options = MaterializeOptions(
-        strategy=settings.strategy, verify=VerifyPolicy(settings.verify), workers=settings.workers,
-        keep_special_bits=keep_special_bits, relocate_name_only=relocate_name_only,
-        copy_patterns=settings.copy_patterns, cache_dir=settings.cache_dir, wait=not no_wait, wait_hook=wait_hook,
-        meanwhile=meanwhile,
-    )
-    with contextlib.ExitStack() as stack:
-        bar: list[Any] = []
+            def advance(n: int) -> None:
+                if bar:
+                    bar[0].advance(n)
 
-        def total_hook(total: int) -> None:
-            bar.append(stack.enter_context(progress("materializing", total,
-                                                    enabled=not no_progress and not as_json)))
-
-        def advance(n: int) -> None:
-            if bar:
-                bar[0].advance(n)
-
-        options.progress, options.total_hook = advance, total_hook
-        report = materialize(*load(), directory, options)
-    _print_report(report, as_json)
+            options.progress, options.total_hook = advance, total_hook
+            report = materialize(*load(), directory, options)
+        _print_report(report, as_json)
 
 
 def _print_report(report: Any, as_json: bool) -> None:
