@@ -361,7 +361,7 @@ class VirtualTree:
         if self.prefetch:
             self._prefetch_siblings(ino)
         fd = self.source.open(entry)  # type: ignore[union-attr]
-        if self.prefetch and is_shared_library(entry.name):
+        if self.prefetch and is_shared_library(entry.name) and ino not in self._scanned_libraries:
             self._submit_prefetch(LIBRARIES, self._prefetch_library, ino)  # in the cache now: its needs
         return fd
 
