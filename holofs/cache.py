@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 import os
 import re
 import threading
@@ -42,10 +41,11 @@ from .catalog import FileEntry
 from .errors import UnsafePath, UsageError
 from .fsutil import is_part_name, part_name
 from .library import Hololib
+from .logs import logger
 from .paths import default_cache_dir, private_dir
 from .relocation import Relocation
 
-log = logging.getLogger("holofs.cache")
+log = logger("holofs.cache")
 
 PLAIN = "files"
 RELOCATED = "relocated"

@@ -14,8 +14,6 @@ import re
 import tempfile
 from typing import Protocol
 
-from siphash import _siphash  # type: ignore[import-untyped]  # C SipHash with 128-bit output
-
 SIPHASH_KEY = b"Very_Random-Seed"
 SHA256 = "sha256"
 SIPHASH128 = "siphash128"
@@ -43,6 +41,8 @@ def siphash128(data: bytes | bytearray | memoryview | mmap.mmap, key: bytes = SI
     """SipHash-2-4-128 of a buffer (zero-copy for mmaps and memoryviews); ``key`` is 16 bytes."""
     if len(key) != 16:
         raise ValueError("SipHash key must be 16 bytes")
+    from siphash import _siphash  # type: ignore[import-untyped]  # C SipHash, 128-bit output; cffi: ~1.5 ms to import
+
     ffi, lib = _siphash.ffi, _siphash.lib
     out = ffi.new("uint8_t[16]")
     src = ffi.from_buffer(data) if len(data) else ffi.new("uint8_t[1]")

@@ -24,7 +24,6 @@ import threading
 import time
 from array import array
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .catalog import DirEntry, FileEntry
@@ -215,6 +214,8 @@ def _verify(lib_fd: int, dir_fds: dict[str, int], check: list[tuple[int, str]], 
     # One slice per thread, not one task per blob: a task costs ~50 µs of hand-offs, as much as
     # hashing a small blob.
     n = max(1, min(threads, len(check)))
+    from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(max_workers=n, thread_name_prefix="holofs-verify") as pool:
         for _ in pool.map(share, [check[i::n] for i in range(n)]):
             pass

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import logging
 import mmap
 import os
 import platform as _platform
@@ -37,10 +36,11 @@ from .digest import SHA256, SIPHASH128, hash_file, siphash128
 from .errors import HolofsError, NotFound, UsageError
 from .fsutil import part_name, raise_for_disk
 from .library import CHUNK, ENCODINGS, GZIP, RAW, ZSTD, Hololib
+from .logs import logger
 from .modes import posix_to_go
 from .relocation import OffsetFinder
 
-log = logging.getLogger(__name__)
+log = logger(__name__)
 
 KILL_LIST = frozenset({"__MACOSX", "__pycache__", ".pyc", ".git", ".hg", ".svn", ".gitignore"})
 """Names (or Go ``filepath.Ext`` extensions) RCC never records."""

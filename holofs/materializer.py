@@ -17,7 +17,6 @@ import shutil
 import stat
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -493,6 +492,12 @@ def _run_tasks(ctx: _Ctx, jobs: list[Job], scan: bool, workers: int,
 
 
 def _run_jobs(ctx: _Ctx, jobs: list[Job], scan: bool, workers: int) -> _DirResult:
+    """The jobs in a pool of ``workers`` threads; a single job (what the native fast path
+    left: a few symlinks) in this thread."""
+    if len(jobs) == 1:
+        return _dir_task(ctx, jobs[0], scan)
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
     total = _DirResult()
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="holofs-mat") as pool:
         futures = [pool.submit(_dir_task, ctx, units, scan) for units in jobs]

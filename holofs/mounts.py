@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import Busy, HolofsError, NotFound, UsageError
+from .logs import logger
 
-log = logging.getLogger("holofs.mounts")
+log = logger("holofs.mounts")
 
 FS_TYPE = "fuse.holofs"
 OVERLAY_FS_TYPES = ("overlay", "fuse.fuse-overlayfs")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from pathlib import Path
 
 
@@ -12,9 +13,7 @@ def default_cache_dir() -> Path:
     env = os.environ.get("HOLOFS_CACHE")
     if env:
         return Path(env)
-    import platformdirs  # only when needed (no HOLOFS_CACHE, no --cache): with its imports ~5 ms
-
-    return Path(platformdirs.user_cache_dir("holofs"))
+    return _user_dir("XDG_CACHE_HOME", "~/.cache", "user_cache_dir")
 
 
 def default_config_file() -> Path:
@@ -22,9 +21,19 @@ def default_config_file() -> Path:
     env = os.environ.get("HOLOFS_CONFIG")
     if env:
         return Path(env)
+    return _user_dir("XDG_CONFIG_HOME", "~/.config", "user_config_dir") / "settings.toml"
+
+
+def _user_dir(xdg_variable: str, xdg_default: str, platformdirs_function: str) -> Path:
+    """holofs' per-user directory of one kind: on Linux by the XDG base-directory rule (the
+    variable if it holds an absolute path, else the default under ``~``), as platformdirs
+    computes it; elsewhere platformdirs' (importing it costs ~4 ms, paid only off Linux)."""
+    if sys.platform.startswith("linux"):
+        base = os.environ.get(xdg_variable, "")
+        return Path(base if os.path.isabs(base) else os.path.expanduser(xdg_default)) / "holofs"
     import platformdirs
 
-    return Path(platformdirs.user_config_dir("holofs")) / "settings.toml"
+    return Path(getattr(platformdirs, platformdirs_function)("holofs"))
 
 
 def private_dir(path: Path) -> Path:

@@ -31,7 +31,6 @@ import errno
 import fcntl
 import fnmatch
 import hashlib
-import logging
 import mmap
 import os
 import threading
@@ -51,6 +50,7 @@ from .digest import SHA256, SIPHASH128, algorithm_of, new_hasher, siphash128
 from .errors import CatalogError, CorruptBlob, MissingBlob
 from .fsutil import current_umask, raise_for_disk
 from .library import GZIP_MAGIC, ZSTD_MAGIC, Hololib, blob_relpath
+from .logs import logger
 from .relocation import Relocation
 from .verification import VerifyPolicy, blob_key_of
 
@@ -59,7 +59,6 @@ try:  # the optional C accelerator (holofs/_native.c, Linux): decodes and hashes
 except ImportError:  # pragma: no cover - exercised where no compiler built it
     _native = None
 
-log = logging.getLogger("holofs.strategies")
 
 REFLINK = "reflink"
 COPY_FILE_RANGE = "copy_file_range"
@@ -151,7 +150,7 @@ class Linker:
             if key in self._warned:
                 return
             self._warned[key] = message
-        log.warning("%s", message)
+        logger("holofs.strategies").warning("%s", message)
 
     @property
     def warnings(self) -> list[str]:

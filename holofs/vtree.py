@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import itertools
-import logging
 import os
 import stat
 import threading
@@ -50,9 +49,10 @@ from typing import Protocol
 from .catalog import MOTHER_TIME, Catalog, DirEntry, FileEntry
 from .elfdeps import needed_in_tree
 from .errors import HolofsError, NotFound, ReadOnly
+from .logs import logger
 from .modes import permissions
 
-log = logging.getLogger("holofs.vtree")
+log = logger("holofs.vtree")
 
 ROOT_INO = 1
 PREFETCH_MAX_SIZE = 1 << 20

@@ -188,3 +188,14 @@ def test_exit_without_teardown_flushes_and_keeps_the_code(code: str, stdout: str
                            f"sys.stdout.write('out'); sys.stdout.write('\\n' if 'late' in {stdout!r} else ''); {code}"],
                           capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
     assert (proc.returncode, proc.stdout.strip(), proc.stderr.strip()) == (rc, stdout, stderr)
+
+
+def test_warnings_are_printed_as_holofs_lines(tmp_path, rcc_catalog, holofs_cli) -> None:
+    """Logging is set up only once something logs (holofs.logs): a warning still reaches stderr
+    in holofs' format, with --json too."""
+    proc = holofs_cli("materialize", rcc_catalog, tmp_path / "h0000000_0000000000aaaat", "--strategy", "reflink",
+                      "--relocate-name-only", "--json", env={"HOLOFS_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("holofs: WARNING: ")]
+    assert len(warnings) == 1 and "reflink" in warnings[0], proc.stderr
+    assert json.loads(proc.stdout)["warnings"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -85,3 +86,22 @@ def test_materialize_uses_settings(tmp_path, rcc_catalog, holofs_cli):
     proc = holofs_cli("materialize", "--json", "--verify", "skip", "--relocate-name-only", rcc_catalog,
                       tmp_path / "a" / "h0000000_0000000000bbbbt", env=env, check=True)
     assert json.loads(proc.stdout)["verified_blobs"] == 0
+
+
+@pytest.mark.parametrize("xdg", [None, "", "   ", "/abs/dir", "relative/dir", "/abs/with space "])
+def test_default_dirs_follow_platformdirs(monkeypatch, xdg):
+    """On Linux holofs computes its default cache and settings paths itself (platformdirs takes
+    ~4 ms to import): the result must be platformdirs' for every kind of XDG value."""
+    import platformdirs
+
+    from holofs.paths import default_cache_dir, default_config_file
+
+    monkeypatch.delenv("HOLOFS_CACHE", raising=False)
+    monkeypatch.delenv("HOLOFS_CONFIG", raising=False)
+    for var in ("XDG_CACHE_HOME", "XDG_CONFIG_HOME"):
+        if xdg is None:
+            monkeypatch.delenv(var, raising=False)
+        else:
+            monkeypatch.setenv(var, xdg)
+    assert str(default_cache_dir()) == platformdirs.user_cache_dir("holofs")
+    assert str(default_config_file()) == os.path.join(platformdirs.user_config_dir("holofs"), "settings.toml")

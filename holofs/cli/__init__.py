@@ -11,12 +11,10 @@ User mistakes and bad input surface as HolofsError and are printed as one line
 from __future__ import annotations
 
 import importlib
-import logging
-import sys
 
 import click
 
-from .. import __version__
+from .. import __version__, logs
 from ..errors import HolofsError
 
 COMMANDS: dict[str, str] = {
@@ -81,8 +79,7 @@ class _Group(click.Group):
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 def cli(verbose: int) -> None:
     """holofs: RCC holotree environments, instantly (mount) or fast (materialize)."""
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="holofs: %(levelname)s: %(message)s", stream=sys.stderr)
+    logs.configure(logs.WARNING - 10 * min(verbose, 2))
 
 
 def main() -> None:

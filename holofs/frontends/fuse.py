@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import logging
 import os
 import signal
 from collections import Counter
@@ -39,10 +38,11 @@ import pyfuse3  # noqa: E402
 import trio  # noqa: E402
 
 from ..errors import HolofsError, NotFound  # noqa: E402
+from ..logs import logger  # noqa: E402
 from ..vtree import ROOT_INO, Attr, VirtualTree  # noqa: E402
 from .fuse_shim import INODE_MASK, NO_OPEN_FH  # noqa: E402
 
-log = logging.getLogger("holofs.fuse")
+log = logger("holofs.fuse")
 
 CACHE_TIMEOUT = 24 * 3600.0
 """Seconds the kernel may cache entries, attributes and missing names (the tree never changes)."""
