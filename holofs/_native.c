@@ -6,14 +6,15 @@
  * uncreated (or removed again), and the caller redoes it on the general Python path, which
  * also produces the user-facing error.
  *
- * build_tree(lib_fd, root_fd, dir_parents, dir_names, file_dirs, blobs, names, modes, sizes, rewrites,
+ * build_tree(lib_fd, root_fd, dir_parents, dir_names, file_dirs, digests, names, modes, sizes, rewrites,
  *            ident, verified, chmod_mask, dir_mode, mtime_ns, decode, reflink, threads, counter)
  *   -> (dir_fds, made, unverified, hashed, dirs_stamped)
  *   Directory 0 is root_fd (open, not closed here); directory i > 0 is made as
  *   dir_names[i] (mode dir_mode) under directory dir_parents[i], and opened O_NOFOLLOW.
  *   File i is created O_EXCL|O_NOFOLLOW as names[i] in directory file_dirs[i] (non-
  *   decreasing) with modes[i] (fchmod'ed when modes[i] & chmod_mask), reflinked (FICLONE)
- *   from the raw blob at blobs[i] (relative to lib_fd) and stamped mtime=atime=mtime_ns;
+ *   from the raw blob of digests[i] (lowercase hex: at RCC's "ab/cd/ef/abcdef..." under lib_fd)
+ *   and stamped mtime=atime=mtime_ns;
  *   where the filesystems cannot reflink (reflink=0, or the first FICLONE says so) it is
  *   copied instead: written from memory when the blob was just hashed, else by
  *   copy_file_range, else by read/write;
@@ -1037,20 +1038,50 @@ static int parse_rewrites(PyObject *rewrites, item_t *items, Py_ssize_t n, size_
     return 0;
 }
 
+/* Point items[i].blob at RCC's fan-out path of digests[i] ("ab/cd/ef/abcdef..."), all in one
+ * block (returned; the caller frees it). NULL with an exception set if a digest is not at
+ * least 6 lowercase hex digits (the catalog is validated: this only keeps paths inside). */
+static char *blob_paths(PyObject *digests, item_t *items, Py_ssize_t n) {
+    size_t total = 1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *d = PyList_GET_ITEM(digests, i);
+        Py_ssize_t len;
+        const char *hex = PyUnicode_Check(d) ? PyUnicode_AsUTF8AndSize(d, &len) : NULL;
+        if (hex == NULL || len < 6 || strspn(hex, "0123456789abcdef") != (size_t)len) {
+            if (!PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_UnicodeError)) {
+                PyErr_Clear();
+                PyErr_SetString(PyExc_ValueError, "build_tree: a digest is not lowercase hex");
+            }
+            return NULL;
+        }
+        total += (size_t)len + 10;
+    }
+    char *block = PyMem_Malloc(total), *p = block;
+    if (block == NULL)
+        return (char *)PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t len;
+        const char *hex = PyUnicode_AsUTF8AndSize(PyList_GET_ITEM(digests, i), &len);
+        items[i].blob = p;
+        p += sprintf(p, "%.2s/%.2s/%.2s/%s", hex, hex + 2, hex + 4, hex) + 1;
+    }
+    return block;
+}
+
 static PyObject *build_tree(PyObject *Py_UNUSED(self), PyObject *args) {
     int lib_fd, root_fd, decode, reflink, nthreads;
-    PyObject *dir_parents, *dir_names, *file_dirs, *blobs, *names, *modes, *sizes, *rewrites, *counter_obj;
+    PyObject *dir_parents, *dir_names, *file_dirs, *digests, *names, *modes, *sizes, *rewrites, *counter_obj;
     const char *ident, *verified;
     Py_ssize_t ident_len, verified_len;
     unsigned int chmod_mask, dir_mode;
     long long mtime_ns;
     if (!PyArg_ParseTuple(args, "iiO!O!O!O!O!O!O!O!y#y#IILiiiO", &lib_fd, &root_fd, &PyList_Type, &dir_parents,
-                          &PyList_Type, &dir_names, &PyList_Type, &file_dirs, &PyList_Type, &blobs,
+                          &PyList_Type, &dir_names, &PyList_Type, &file_dirs, &PyList_Type, &digests,
                           &PyList_Type, &names, &PyList_Type, &modes, &PyList_Type, &sizes, &PyList_Type, &rewrites,
                           &ident, &ident_len, &verified, &verified_len,
                           &chmod_mask, &dir_mode, &mtime_ns, &decode, &reflink, &nthreads, &counter_obj))
         return NULL;
-    Py_ssize_t ndirs = PyList_GET_SIZE(dir_parents), n = PyList_GET_SIZE(blobs);
+    Py_ssize_t ndirs = PyList_GET_SIZE(dir_parents), n = PyList_GET_SIZE(digests);
     if (ndirs < 1 || PyList_GET_SIZE(dir_names) != ndirs || PyList_GET_SIZE(file_dirs) != n ||
         PyList_GET_SIZE(names) != n || PyList_GET_SIZE(modes) != n || PyList_GET_SIZE(sizes) != n ||
         PyList_GET_SIZE(rewrites) != n) {
@@ -1076,7 +1107,8 @@ static PyObject *build_tree(PyObject *Py_UNUSED(self), PyObject *args) {
     t.dirs = PyMem_Calloc((size_t)ndirs, sizeof(dir_t));
     t.items = PyMem_Calloc(n ? (size_t)n : 1, sizeof(item_t));
     int *fdirs = PyMem_Calloc(n ? (size_t)n : 1, sizeof(int));
-    PyObject *keep = PyList_New(ndirs + 2 * n); /* owns the encoded paths while the GIL is released */
+    PyObject *keep = PyList_New(ndirs + n); /* owns the encoded names while the GIL is released */
+    char *paths = NULL; /* the blob paths */
     PyObject *out = NULL, *fds = NULL, *made = NULL, *unverified = NULL, *hashed = NULL;
     long long *offsets = NULL;
     int dirs_stamped = 0;
@@ -1107,8 +1139,8 @@ static PyObject *build_tree(PyObject *Py_UNUSED(self), PyObject *args) {
         PyList_SetItem(keep, i, b);
         t.dirs[i].name = PyBytes_AS_STRING(b);
     }
-    if (encode_names(blobs, keep, ndirs, &t.items[0].blob, sizeof(item_t), n) < 0 ||
-        encode_names(names, keep, ndirs + n, &t.items[0].name, sizeof(item_t), n) < 0)
+    if ((paths = blob_paths(digests, t.items, n)) == NULL ||
+        encode_names(names, keep, ndirs, &t.items[0].name, sizeof(item_t), n) < 0)
         goto done;
     for (Py_ssize_t i = 0; i < n; i++) {
         long d = PyLong_AsLong(PyList_GET_ITEM(file_dirs, i));
@@ -1194,6 +1226,7 @@ done:
     if (counter_obj != Py_None)
         PyBuffer_Release(&counter);
     Py_XDECREF(keep);
+    PyMem_Free(paths);
     PyMem_Free(t.units);
     free(t.verified.slot);
     PyMem_Free(offsets);

@@ -85,7 +85,7 @@ def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: i
     dir_parents: list[int] = []
     dir_names: list[str] = []
     file_dirs: list[int] = []
-    blobs: list[str] = []
+    digests: list[str] = []
     names: list[str] = []
     modes: list[int] = []
     sizes: list[int] = []
@@ -109,7 +109,7 @@ def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: i
             if mode is None:
                 mode = perms[entry.mode] = perm(entry.mode)
             file_dirs.append(i)
-            blobs.append(blob_relpath(entry.digest))
+            digests.append(entry.digest)
             names.append(fname)
             modes.append(mode)
             sizes.append(entry.size)
@@ -126,7 +126,7 @@ def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: i
     def run() -> None:
         try:
             outcome.append(_native.build_tree(
-                lib_fd, dir_fds[""], dir_parents, dir_names, file_dirs, blobs, names, modes, sizes, rewrites, ident,
+                lib_fd, dir_fds[""], dir_parents, dir_names, file_dirs, digests, names, modes, sizes, rewrites, ident,
                 verified, linker.chmod_after, dir_mode, times_ns, hashing, linker.reflink_known(pair) is not False,
                 threads, counter))
         except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
@@ -164,7 +164,7 @@ def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: i
         missing = store.unverified_keys([key for _i, key in check])
         check = [(i, key) for i, key in check if key in missing]
     if check:
-        _verify(lib_fd, dir_fds, check, entries, blobs, names, file_dirs, rels, store, threads)
+        _verify(lib_fd, dir_fds, check, entries, names, file_dirs, rels, store, threads)
     store.mark_verified_keys(hashed.values())
     nonempty = [i for i in cloned if sizes[i]]
     share = seconds / max(1, written - (len(cloned) - len(nonempty)))  # the threads' time per file with data
@@ -187,7 +187,7 @@ def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: i
     return ClonedTree(left=left, written=written, verified=len(check) + len(hashed), dirs_stamped=dirs_stamped)
 
 
-def _verify(lib_fd: int, dir_fds: dict[str, int], check: list[tuple[int, str]], entries: list[FileEntry], blobs: list[str],
+def _verify(lib_fd: int, dir_fds: dict[str, int], check: list[tuple[int, str]], entries: list[FileEntry],
             names: list[str], file_dirs: list[int], rels: list[str], store: VerifiedStore, threads: int) -> None:
     """Hash the blobs behind ``check`` (in threads: hashlib releases the GIL); record the good
     ones; on the first mismatch remove that clone and raise CorruptBlob."""
@@ -195,7 +195,7 @@ def _verify(lib_fd: int, dir_fds: dict[str, int], check: list[tuple[int, str]], 
     def one(item: tuple[int, str]) -> None:
         i, key = item
         entry = entries[i]
-        src = os.open(blobs[i], os.O_RDONLY | os.O_CLOEXEC, dir_fd=lib_fd)
+        src = os.open(blob_relpath(entry.digest), os.O_RDONLY | os.O_CLOEXEC, dir_fd=lib_fd)
         try:
             actual = _hash_fd(src, entry.size, entry.digest)
         finally:

@@ -94,6 +94,23 @@ def _clone(lib: Lib, out, files, *, policy=VerifyPolicy.TRUSTED, store=None, lin
     return result, linker
 
 
+@pytest.mark.parametrize("digest", ["../../../etc/passwd", "ABCDEF0123", "abc", "ab/cd/ef/abcdef", "abcdef\u00e9", 7])
+def test_blob_paths_come_only_from_hex_digests(tmp_path, digest):
+    """The native call builds each blob's path from its digest: anything but lowercase hex is
+    refused before a file is made, so no path can lead outside the library."""
+    lib = Lib(tmp_path)
+    (tmp_path / "out").mkdir()
+    root = os.open(tmp_path / "out", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises((ValueError, TypeError)):
+            fastclone._native.build_tree(lib.fd, root, [-1], [""], [0], [digest], ["x"], [0o644], [0], [()], b"", b"",
+                                         0, 0o755, MOTHER_NS, 2, 1, 1, None)
+    finally:
+        os.close(root)
+        lib.close()
+    assert os.listdir(tmp_path / "out") == []
+
+
 @pytest.mark.root
 def test_clones_content_mode_and_times(tmp_path):
     with loop_filesystem("xfs", tmp_path) as mnt:
