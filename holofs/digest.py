@@ -11,8 +11,7 @@ import hashlib
 import mmap
 import os
 import re
-import tempfile
-from typing import Protocol
+from typing import IO, Protocol
 
 SIPHASH_KEY = b"Very_Random-Seed"
 SHA256 = "sha256"
@@ -60,7 +59,7 @@ class SipHash128:
 
     def __init__(self) -> None:
         self._buf = bytearray()
-        self._file: tempfile._TemporaryFileWrapper[bytes] | None = None  # type: ignore[name-defined]
+        self._file: IO[bytes] | None = None
 
     def update(self, data: bytes | bytearray | memoryview, /) -> None:
         if self._file is not None:
@@ -68,6 +67,8 @@ class SipHash128:
             return
         self._buf += data
         if len(self._buf) > self._SPILL:
+            import tempfile  # only for this (with random: ~2 ms to import)
+
             self._file = tempfile.TemporaryFile()  # noqa: SIM115 - closed in hexdigest
             self._file.write(self._buf)
             self._buf = bytearray()
