@@ -19,6 +19,14 @@
    rounds measures every variant once, so that the machine's drift spreads over all of them.
    The page cache is not dropped (unless --drop-caches): hololib blobs and native files are
    equally warm in memory, so "cold" means holofs' own cache is empty and no bytecode exists.
+   ``sync`` runs (untimed) before every mount-ready sample, before every cold run and between a
+   cold run and its warm runs, so that no sample pays for writing back what an earlier one left
+   dirty (a cold run through the mount leaves ~200 MB of cache fills).
+3. WARM, ALTERNATING: one mount, warmed up once per variant (untimed), then --alternating-runs
+   rounds that each run the workload once on the mount and on the native tree, with and without
+   the prefix, in alternating order. The warm runs of 2. come in blocks right after a cold run
+   of the same variant, so seconds-long drift of the machine lands in one variant's samples;
+   here it spreads over all four.
 
 Where the files live (--fs): ``ext4`` (the default) formats a journaled ext4 loop image, copies
 the corpus venv into it and mounts it over ``<work>/<profile>/space``, so that every tree the
@@ -68,6 +76,7 @@ from benchlib import (  # noqa: E402
     precompile_holofs,
     rmtree,
     run,
+    sync,
     table,
     tool,
     write_json,
@@ -299,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-interpreter", dest="interpreter", action="store_false",
                     help="skip the interpreter workloads (mount-ready and request costs only)")
     ap.add_argument("--warm-runs", type=int, default=3, help="warm runs after each cold run (all are samples)")
+    ap.add_argument("--alternating-runs", type=int, default=8,
+                    help="warm runs of each of mount, native (with and without a pycache prefix), taken in turn on "
+                         "one mount after the cold/warm rounds (0: skip)")
     ap.add_argument("--subset-files", type=int, default=16000, help="files in the generated catalog")
     ap.add_argument("--drop-caches", action="store_true", help="drop the page cache before every cold run")
     ap.add_argument("--fs", choices=["ext4", "root"], default="ext4",
@@ -350,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
             vis, ret = Timing(f"mount visible: {label}"), Timing(f"mount command returned: {label}")
             rvis = Timing(f"mount visible, repeat mount (same --cache): {label}")
             for _ in range(args.ready_runs or args.runs):
+                sync()
                 v, r = mounter.mount(cat)
                 vis.samples.append(v)
                 ret.samples.append(r)
@@ -390,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
                     remove_pycache(variants[variant])
                 if args.drop_caches and not drop_caches():
                     notes.append("page cache could not be dropped (not permitted here)")
+                sync()  # what earlier runs left dirty is written back now, not during this run
 
             def one(variant: str, wl: str) -> float:
                 py = variants[variant] / "bin" / "python"
@@ -415,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
                         try:
                             prepare(variant)
                             cold.samples.append(one(variant, wl))
+                            sync()  # the cold run's fills and bytecode: written back before the warm runs
                             warm.samples.extend(one(variant, wl) for _ in range(args.warm_runs))
                         except Exception as exc:
                             cold.error = str(exc)[:600]
@@ -425,6 +440,33 @@ def main(argv: list[str] | None = None) -> int:
                 for variant, (cold, warm) in timings.items():
                     log(f"  {wl} {variant}: cold {fmt_s(cold.median)} s, warm {fmt_s(warm.median)} s")
                     results += [cold, warm]
+
+            # -- 3. warm, alternating: one mount, its warm runs taken in turn with the native tree's.
+            # The warm runs above come in blocks right after a cold run of the same variant, so the
+            # machine's drift over seconds (and a cold run's after-effects) lands in one variant's
+            # block; here every round runs each variant once, in alternating order.
+            alternating = ("mount", "mount + PYTHONPYCACHEPREFIX", "native (original venv)", NATIVE_PREFIX)
+            for wl in workloads if args.alternating_runs > 0 else ():
+                turns = {variant: Timing(f"{wl} warm, alternating: {variant}") for variant in alternating}
+                try:
+                    rmtree(pycache_prefix)
+                    remove_pycache(native)
+                    mounter.mount(catalog)
+                    for variant in alternating:  # untimed: fills the cache, writes the bytecode
+                        one(variant, wl)
+                    sync()
+                    for i in range(args.alternating_runs):
+                        for variant in alternating if i % 2 == 0 else alternating[::-1]:
+                            turns[variant].samples.append(one(variant, wl))
+                except Exception as exc:
+                    for t in turns.values():
+                        t.error = str(exc)[:600]
+                    log(f"  FAILED {wl} warm, alternating: {exc}")
+                finally:
+                    mounter.umount()
+                for variant, t in turns.items():
+                    log(f"  {wl} warm, alternating: {variant}: {fmt_s(t.median)} s")
+                results += turns.values()
             remove_pycache(native)
     finally:
         mounter.umount()
@@ -451,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
                          ("met" if ok else "MISSED")])
             goals.append({"check": t.name, "seconds": t.median, "goal_s": READY_GOAL_S, "met": ok})
     for wl in workloads:
-        for state, goal in (("cold", COLD_GOAL), ("warm", WARM_GOAL)):
+        for state, goal in (("cold", COLD_GOAL), ("warm", WARM_GOAL), ("warm, alternating", WARM_GOAL)):
             for variant in ("mount", "mount + PYTHONPYCACHEPREFIX", "mount --no-prefetch", "mount --daemon-opens",
                             "materialized tree"):
                 # Python itself is slower with a pycache prefix (~0.8 s more CPU for a cold import
