@@ -21,7 +21,7 @@
    equally warm in memory, so "cold" means holofs' own cache is empty and no bytecode exists.
    ``sync`` runs (untimed) before every mount-ready sample, before every cold run and between a
    cold run and its warm runs, so that no sample pays for writing back what an earlier one left
-   dirty (a cold run through the mount leaves ~200 MB of cache fills).
+   dirty (a cold import through the mount leaves ~140 MB of cache files and upper layer).
 3. WARM, ALTERNATING: one mount, warmed up once per variant (untimed), then --alternating-runs
    rounds that each run the workload once on the mount and on the native tree, with and without
    the prefix, in alternating order. The warm runs of 2. come in blocks right after a cold run
