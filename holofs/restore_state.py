@@ -214,7 +214,7 @@ INTACT_SPLIT = 256  # directories: below this, one process checks them all
 def _dirs_intact(target: str, dirs: list[list[Any]]) -> int | None:
     """:func:`tree_is_intact` for some of the manifest's directories. Each directory is opened
     beneath the target's fd (``O_NOFOLLOW``) and its entries are ``stat``'ed by name, not by
-    path: ~15 % less CPU than walking full paths."""
+    path: ~13 % less time than walking full paths (by hand, 17.5k files on XFS)."""
     S_ISREG, S_ISDIR, S_IMODE = stat.S_ISREG, stat.S_ISDIR, stat.S_IMODE
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
     count = 0
