@@ -9,6 +9,9 @@ from pathlib import Path
 
 from .errors import NoSpace
 
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+"""How a directory inside a target or library is opened: never through a symlink."""
+
 
 def part_suffix() -> str:
     """A fresh ``.part<pid>x<8 random hex digits>`` (``os.urandom``, as ``secrets`` uses)."""

@@ -25,7 +25,7 @@ from . import fastclone, forkpool
 from .catalog import Catalog, DirEntry, FileEntry
 from .digest import algorithm_of, new_hasher
 from .errors import CatalogError, HolofsError, NoSpace, UnsafePath, UsageError
-from .fsutil import part_suffix, raise_fd_limit, raise_for_disk
+from .fsutil import DIR_FLAGS, part_suffix, raise_fd_limit, raise_for_disk
 from .library import Hololib
 from .modes import permissions
 from .relocation import Relocation, plan_relocation
@@ -50,7 +50,6 @@ BATCH = 256
 FORK_MIN_FILES = 2000  # below this, forking worker processes costs more than it saves
 # A unit of work: (directory, its node, a batch of its file names or None for all, handle extras).
 Job = list[tuple[str, DirEntry, "list[str] | None", bool]]
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass
@@ -203,7 +202,7 @@ def _dir_work(ctx: _Ctx, rel: str, node: DirEntry, names: list[str] | None, scan
         return _dir_files(ctx, rel, node, names, fd, None, handle_extras, res)
     # scandir reads through the fd's file position (and its entries stat through that fd):
     # give it an fd of its own.
-    own = os.open(".", _DIR_FLAGS, dir_fd=fd)
+    own = os.open(".", DIR_FLAGS, dir_fd=fd)
     try:
         with os.scandir(own) as it:
             existing = {e.name: e for e in it}
@@ -339,7 +338,7 @@ def _ensure_dirs(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], fresh: bool, probl
     made: set[str] = set()
     fds = ctx.dir_fds
     if "" not in fds:
-        fds[""] = os.open(ctx.root, _DIR_FLAGS)
+        fds[""] = os.open(ctx.root, DIR_FLAGS)
     for rel, _node in dirs:
         if rel in fds:
             continue  # the root, or made by the native fast path
@@ -349,7 +348,7 @@ def _ensure_dirs(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], fresh: bool, probl
             continue  # beneath a missing directory (dry run)
         if not fresh:
             try:
-                fd = os.open(name, _DIR_FLAGS, dir_fd=pfd)
+                fd = os.open(name, DIR_FLAGS, dir_fd=pfd)
             except FileNotFoundError:
                 what = "missing"
             except OSError as exc:
@@ -373,7 +372,7 @@ def _ensure_dirs(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], fresh: bool, probl
             os.mkdir(name, DIR_MODE, dir_fd=pfd)
         except OSError as exc:
             raise_for_disk(exc, rel)
-        fds[rel] = os.open(name, _DIR_FLAGS, dir_fd=pfd)
+        fds[rel] = os.open(name, DIR_FLAGS, dir_fd=pfd)
         made.add(rel)
     return made
 
@@ -410,11 +409,11 @@ def _clone_fast(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], workers: int,
     if not fastclone.available(ctx.linker):
         return None
     try:
-        lib_fd = os.open(ctx.lib.library_dir, _DIR_FLAGS)
+        lib_fd = os.open(ctx.lib.library_dir, DIR_FLAGS)
     except OSError:
         return None  # the general path reports a missing library per blob
     try:
-        ctx.dir_fds[""] = os.open(ctx.root, _DIR_FLAGS)
+        ctx.dir_fds[""] = os.open(ctx.root, DIR_FLAGS)
         return fastclone.clone_tree(
             lib_fd, os.fstat(lib_fd).st_dev, ctx.dir_fds, ctx.target_dev, dirs, perm=ctx.perm,
             ident=b"" if ctx.relocation.is_identity else ctx.relocation.target, linker=ctx.linker, store=ctx.store, policy=ctx.policy,

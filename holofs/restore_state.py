@@ -33,7 +33,7 @@ from typing import Any
 from . import forkpool
 from .catalog import MOTHER_TIME, Catalog, DirEntry, catalog_bytes
 from .errors import Busy
-from .fsutil import atomic_write_bytes
+from .fsutil import DIR_FLAGS, atomic_write_bytes
 
 STATE_VERSION = 3
 MOTHER_NS = MOTHER_TIME * 1_000_000_000
@@ -216,15 +216,14 @@ def _dirs_intact(target: str, dirs: list[list[Any]]) -> int | None:
     beneath the target's fd (``O_NOFOLLOW``) and its entries are ``stat``'ed by name, not by
     path: ~13 % less time than walking full paths (by hand, 17.5k files on XFS)."""
     S_ISREG, S_ISDIR, S_IMODE = stat.S_ISREG, stat.S_ISDIR, stat.S_IMODE
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
     count = 0
     try:
-        root = os.open(target, flags)
+        root = os.open(target, DIR_FLAGS)
     except OSError:
         return None
     try:
         for rel, files, links, subdirs, optional in dirs:
-            fd = os.open(rel, flags, dir_fd=root) if rel else os.dup(root)
+            fd = os.open(rel or ".", DIR_FLAGS, dir_fd=root)
             seen = 0
             try:
                 with os.scandir(fd) as it:
