@@ -13,8 +13,9 @@ import gzip
 import io
 import json
 import os
+import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,95 @@ class DirEntry:
     @property
     def is_symlink(self) -> bool:
         return bool(self.symlink)
+
+    @property
+    def contents_decoded(self) -> bool:
+        """False for a :class:`LinkedDir` whose recorded contents have not been read yet."""
+        return True
+
+
+JsonPair = tuple[dict[str, Any], dict[str, Any]]
+"""A directory's ``subdirs`` and ``files`` as the catalog file has them."""
+_SUBDIRS, _FILES = DirEntry.subdirs, DirEntry.files  # the slots behind the fields
+_DECODING = threading.RLock()
+
+
+def _decoding(slot: Any) -> property:
+    """A field of :class:`LinkedDir`: the slot, read or written once the contents are decoded."""
+
+    def get(self: LinkedDir) -> Any:
+        self._decode()
+        return slot.__get__(self, DirEntry)
+
+    def put(self: LinkedDir, value: Any) -> None:
+        self._decode()
+        slot.__set__(self, value)
+
+    return property(get, put)
+
+
+class LinkedDir(DirEntry):
+    """A symlinked directory whose recorded contents (the shadow subtree RCC lists beneath it,
+    never restored or served) are decoded only when ``subdirs`` or ``files`` is first read or
+    assigned: for a venv's ``lib64 -> lib`` that is half of the catalog, which a mount or a
+    restore then never turns into objects.
+
+    ``packed`` holds the contents as the catalog file has them, a ``(subdirs, files)`` pair of
+    JSON objects, or a function that returns that pair (the parsed-catalog index reads the
+    catalog file again); ``where`` is the directory's path, for messages. Decoded contents are
+    checked as :func:`holofs.validate.validate_catalog` checks entries beneath a symlinked
+    directory (it leaves undecoded ones to this, but for the shadow marks): a bad entry raises
+    a one-line CatalogError naming it."""
+
+    __slots__ = ("_packed", "_where")
+
+    def __init__(self, name: str, mode: int, symlink: str, shadow: bool, packed: JsonPair | Callable[[], JsonPair],
+                 where: str) -> None:
+        DirEntry.__init__(self, name=name, mode=mode, symlink=symlink, shadow=shadow)
+        self._packed: JsonPair | Callable[[], JsonPair] | None = packed
+        self._where = where
+
+    @property
+    def contents_decoded(self) -> bool:
+        return self._packed is None
+
+    def contents_json(self) -> JsonPair:
+        """The undecoded contents as the JSON pair (``subdirs``, ``files``); only while
+        :attr:`contents_decoded` is False."""
+        packed = self._packed
+        if callable(packed):
+            packed = self._packed = packed()
+        assert packed is not None
+        return packed
+
+    def _decode(self) -> None:
+        if getattr(self, "_packed", None) is None:
+            return
+        with _DECODING:  # another thread reading meanwhile waits for the whole contents
+            if self._packed is None:
+                return
+            subdirs_json, files_json = self.contents_json()
+            with gc_paused():
+                subdirs, files = _contents_from_json(subdirs_json, files_json, self._where)
+            from .validate import check_beneath_link
+
+            check_beneath_link(self._where, self.name, subdirs, files)
+            _SUBDIRS.__set__(self, subdirs)
+            _FILES.__set__(self, files)
+            self._packed = None
+
+    subdirs = _decoding(_SUBDIRS)  # type: ignore[assignment]
+    files = _decoding(_FILES)  # type: ignore[assignment]
+
+    def __eq__(self, other: object) -> bool:  # equal to the DirEntry it stands for
+        if not isinstance(other, DirEntry):
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in _DIR_FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]  # as DirEntry's
+
+
+_DIR_FIELDS = ("name", "mode", "subdirs", "files", "symlink", "shadow")
 
 
 @dataclass(slots=True)
@@ -189,18 +279,24 @@ def _dir_from_json(obj: Any, key: str, where: str) -> DirEntry:
         raise CatalogError(f"catalog entry {where!r}: map key {key!r} differs from name {name!r}")
     subdirs_json = _expect(obj, "subdirs", (dict, type(None)), where, {}) or {}
     files_json = _expect(obj, "files", (dict, type(None)), where, {}) or {}
-    node = DirEntry(
-        name=name,
-        mode=_expect(obj, "mode", int, where),
-        symlink=_expect(obj, "symlink", str, where, ""),
-        shadow=_expect(obj, "shadow", bool, where, False),
-    )
-    for sub_key, sub in subdirs_json.items():
-        node.subdirs[sub_key] = _dir_from_json(sub, sub_key, f"{where}/{sub_key}" if where else sub_key)
-    files = node.files
-    for file_key, file in files_json.items():
-        files[file_key] = _file_from_json(file, file_key, where)
+    mode = _expect(obj, "mode", int, where)
+    symlink = _expect(obj, "symlink", str, where, "")
+    shadow = _expect(obj, "shadow", bool, where, False)
+    if symlink and where:  # (a symlinked root is rejected by validation: it has no contents to skip)
+        return LinkedDir(name, mode, symlink, shadow, (subdirs_json, files_json), where)
+    node = DirEntry(name=name, mode=mode, symlink=symlink, shadow=shadow)
+    node.subdirs, node.files = _contents_from_json(subdirs_json, files_json, where)
     return node
+
+
+def _contents_from_json(subdirs_json: dict[str, Any], files_json: dict[str, Any], where: str,
+                        ) -> tuple[dict[str, DirEntry], dict[str, FileEntry]]:
+    if not isinstance(subdirs_json, dict) or not isinstance(files_json, dict):
+        raise CatalogError(f"catalog entry {where!r}: 'subdirs' and 'files' must be objects")
+    subdirs = {sub_key: _dir_from_json(sub, sub_key, f"{where}/{sub_key}" if where else sub_key)
+               for sub_key, sub in subdirs_json.items()}
+    files = {file_key: _file_from_json(file, file_key, where) for file_key, file in files_json.items()}
+    return subdirs, files
 
 
 def catalog_from_json(obj: Any) -> Catalog:
@@ -271,6 +367,19 @@ def gunzip(raw: bytes) -> bytes:
 def parse_catalog(raw: bytes, path: str | os.PathLike[str]) -> Catalog:
     """Parse the bytes of a gzip'd RCC catalog file read from ``path`` (as :func:`read_catalog`)."""
     path = Path(path)
+    with gc_paused():  # JSON decoding, too, makes tens of thousands of objects
+        obj = catalog_json(raw, path)
+        try:
+            catalog = catalog_from_json(obj)
+        except RecursionError:
+            raise CatalogError(f"{path}: the directory tree is nested too deeply") from None
+        del obj
+    catalog.source = path
+    return catalog
+
+
+def catalog_json(raw: bytes, path: Path) -> Any:
+    """The decoded JSON of the bytes of a gzip'd catalog file read from ``path``."""
     if raw[:2] != b"\x1f\x8b":
         raise CatalogError(f"{path} is not a catalog: not a gzip stream")
     try:
@@ -278,17 +387,11 @@ def parse_catalog(raw: bytes, path: str | os.PathLike[str]) -> Catalog:
     except (EOFError, OSError, zlib.error) as exc:
         raise CatalogError(f"{path} is not a catalog: truncated or corrupt gzip ({exc})") from None
     try:
-        with gc_paused():  # JSON decoding, too, makes tens of thousands of objects
-            obj = json.loads(text)
-            del text  # the decoded tree replaces it: do not hold both (200k entries: ~80 MB of text)
-            catalog = catalog_from_json(obj)
-            del obj
+        return json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CatalogError(f"{path} is not a catalog: invalid JSON ({exc})") from None
     except RecursionError:
         raise CatalogError(f"{path}: the directory tree is nested too deeply") from None
-    catalog.source = path
-    return catalog
 
 
 # --- writing -------------------------------------------------------------------------

@@ -10,30 +10,40 @@ file (a new inode, or an in-place write: new ctime) makes it parse and validate 
 index is an optimisation: unreadable, stale or foreign index files are ignored and replaced.
 
 The contents RCC records beneath a symlinked directory (the shadow subtree, e.g. a venv's
-``lib64 -> lib`` repeats all of ``lib``) are never restored or served, so the index keeps them
-packed (a nested ``marshal`` blob) and unpacks them only when something reads that
-directory's ``subdirs`` or ``files``: for such a catalog, half the entries are never decoded.
+``lib64 -> lib`` repeats all of ``lib``) are never restored or served, so the index keeps
+none of them: they are read from the catalog file again (its identity checked) only when
+something reads that directory's ``subdirs`` or ``files`` (:class:`holofs.catalog.LinkedDir`):
+for such a catalog, half the entries are never decoded, nor written to the index.
 
 One index file per catalog path, so the directory does not grow with catalog versions.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import hashlib
 import marshal
 import os
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .catalog import Catalog, DirEntry, FileEntry, gc_paused, parse_catalog, read_catalog_bytes
+from .catalog import (
+    Catalog,
+    DirEntry,
+    FileEntry,
+    JsonPair,
+    LinkedDir,
+    catalog_json,
+    gc_paused,
+    parse_catalog,
+    read_catalog_bytes,
+)
 from .errors import CatalogError, HolofsError
 from .fsutil import atomic_write_bytes
 from .paths import private_dir
 
-FORMAT = 2  # bump when Catalog/DirEntry/FileEntry fields change
+FORMAT = 3  # bump when Catalog/DirEntry/FileEntry fields change
 MARSHAL_VERSION = 2  # no back-references: writing is ~2.5x faster, reading as fast, the file ~10% bigger
 SUBDIR = "catalogs"
 
@@ -47,85 +57,46 @@ def index_path(cache_root: str | os.PathLike[str], catalog_path: str | os.PathLi
     return Path(cache_root) / SUBDIR / key[:32]
 
 
-def _encode_dir(d: DirEntry) -> tuple[Any, ...]:
-    subdirs = tuple(_encode_dir(s) for s in d.subdirs.values())
+def _encode_dir(d: DirEntry, where: str = "") -> tuple[Any, ...]:
+    if d.symlink:  # its recorded contents are not kept: read from the catalog file on demand
+        return (d.name, d.mode, d.symlink, d.shadow, None, where)
+    subdirs = tuple(_encode_dir(s, f"{where}/{k}" if where else k) for k, s in d.subdirs.items())
     files = tuple((f.name, f.size, f.mode, f.digest, tuple(f.rewrite), f.symlink) for f in d.files.values())
-    if d.symlink:  # the shadow subtree: packed, decoded on demand (_PackedDir)
-        return (d.name, d.mode, d.symlink, d.shadow, marshal.dumps((subdirs, files), MARSHAL_VERSION), ())
     return (d.name, d.mode, d.symlink, d.shadow, subdirs, files)
 
 
-def _decode_into(d: DirEntry, subdirs: tuple[Any, ...], files: tuple[Any, ...]) -> None:
-    out = _SUBDIRS.__get__(d, DirEntry)
-    for s in subdirs:
-        out[s[0]] = _decode_dir(s)
-    fout = _FILES.__get__(d, DirEntry)
-    for fname, size, fmode, digest, rewrite, fsymlink in files:
-        fout[fname] = FileEntry(fname, size, fmode, digest, list(rewrite), fsymlink)
-
-
-def _decode_dir(t: tuple[Any, ...]) -> DirEntry:
+def _decode_dir(t: tuple[Any, ...], path: Path, identity: tuple[int, ...]) -> DirEntry:
     name, mode, symlink, shadow, subdirs, files = t
-    if type(subdirs) is bytes:
-        return _PackedDir(name, mode, symlink, shadow, subdirs)
+    if subdirs is None:
+        return LinkedDir(name, mode, symlink, shadow, functools.partial(_reread, path, identity, files), files)
     d = DirEntry(name=name, mode=mode, symlink=symlink, shadow=shadow)
-    _decode_into(d, subdirs, files)
+    d.subdirs = {s[0]: _decode_dir(s, path, identity) for s in subdirs}
+    d.files = {fname: FileEntry(fname, size, fmode, digest, list(rewrite), fsymlink)
+               for fname, size, fmode, digest, rewrite, fsymlink in files}
     return d
 
 
-_SUBDIRS, _FILES = DirEntry.subdirs, DirEntry.files  # the slots behind the fields
-_UNPACKING = threading.RLock()
-
-
-def _unpacking(slot: Any) -> property:
-    """A field of :class:`_PackedDir`: the slot, read or written once the contents are unpacked."""
-
-    def get(self: _PackedDir) -> Any:
-        self._unpack()
-        return slot.__get__(self, DirEntry)
-
-    def put(self: _PackedDir, value: Any) -> None:
-        self._unpack()
-        slot.__set__(self, value)
-
-    return property(get, put)
-
-
-class _PackedDir(DirEntry):
-    """A symlinked directory from the index whose recorded contents stay packed until
-    ``subdirs`` or ``files`` is first read (or assigned)."""
-
-    __slots__ = ("_packed",)
-
-    def __init__(self, name: str, mode: int, symlink: str, shadow: bool, packed: bytes) -> None:
-        DirEntry.__init__(self, name=name, mode=mode, symlink=symlink, shadow=shadow)
-        self._packed: bytes | None = packed
-
-    def _unpack(self) -> None:
-        if getattr(self, "_packed", None) is None:
-            return
-        with _UNPACKING:  # another thread reading meanwhile waits for the whole contents
-            packed = self._packed
-            if packed is not None:
-                try:
-                    _decode_into(self, *marshal.loads(packed))
-                except (ValueError, TypeError, EOFError, IndexError, RecursionError):
-                    raise CatalogError(f"the parsed-catalog index is damaged beneath {self.name!r}: delete the "
-                                       f"'{SUBDIR}' directory in holofs' cache (it is rebuilt)") from None
-                self._packed = None
-
-    subdirs = _unpacking(_SUBDIRS)  # type: ignore[assignment]
-    files = _unpacking(_FILES)  # type: ignore[assignment]
-
-    def __eq__(self, other: object) -> bool:  # equal to the DirEntry it stands for
-        if not isinstance(other, DirEntry):
-            return NotImplemented
-        return all(getattr(self, f) == getattr(other, f) for f in _FIELDS)
-
-    __hash__ = None  # type: ignore[assignment]  # as DirEntry's
-
-
-_FIELDS = tuple(f.name for f in dataclasses.fields(DirEntry))
+def _reread(path: Path, identity: tuple[int, ...], where: str) -> JsonPair:
+    """What the catalog file records beneath the symlinked directory at ``where``, read again
+    (the index does not keep it); CatalogError if the file is no longer the one indexed."""
+    changed = CatalogError(f"catalog {path} changed while in use (beneath {where!r}): run the command again")
+    try:
+        before = _identity(os.stat(path))
+        raw = read_catalog_bytes(path)
+        after = _identity(os.stat(path))
+    except (OSError, HolofsError):
+        raise changed from None
+    if before != identity or after != identity:
+        raise changed
+    with gc_paused():
+        node = catalog_json(raw, path).get("tree")
+        try:
+            for part in where.split("/"):
+                node = node["subdirs"][part]
+            subdirs, files = node.get("subdirs") or {}, node.get("files") or {}
+        except (KeyError, TypeError, AttributeError):
+            raise changed from None
+    return subdirs, files
 
 
 def _header(c: Catalog) -> tuple[Any, ...]:
@@ -138,7 +109,7 @@ def _from_index(data: bytes, identity: tuple[int, ...], path: Path) -> Catalog |
         if fmt != FORMAT or tuple(stored_identity) != identity:
             return None
         ident, cpath, controller, space, platform, blueprint, lifted, rcc = header
-        catalog = Catalog(identity=ident, path=cpath, tree=_decode_dir(tree), controller=controller, space=space,
+        catalog = Catalog(identity=ident, path=cpath, tree=_decode_dir(tree, path, identity), controller=controller, space=space,
                           platform=platform, blueprint=blueprint, lifted=lifted, rcc=rcc, source=path)
     except (ValueError, TypeError, EOFError, IndexError, RecursionError):
         return None

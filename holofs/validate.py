@@ -6,6 +6,9 @@ directories that could redirect writes, digests (they become blob paths), rewrit
 sizes and modes. :func:`validate_catalog` raises a one-line :class:`CatalogError` naming the
 first bad entry, and is cheap enough to run on every use (under 1 µs per entry).
 
+The contents a catalog records beneath a symlinked directory (never restored or served) are
+checked when they are first decoded (:class:`holofs.catalog.LinkedDir`), not here.
+
 What it does not check: blob contents and decoded sizes (done while reading blobs), and
 symlink *targets*, which are data: they are created verbatim and never followed on write.
 """
@@ -16,7 +19,7 @@ import os
 import re
 import sys
 
-from .catalog import Catalog, DirEntry
+from .catalog import Catalog, DirEntry, FileEntry
 from .errors import CatalogError
 from .modes import GO_DIR, GO_KNOWN_BITS, GO_SPECIAL_TYPES, GO_SYMLINK
 
@@ -154,6 +157,31 @@ def validate_catalog(catalog: Catalog, *, windows: bool = os.name == "nt",
     _check_tree(root, idlen, windows, case_insensitive, None)
 
 
+def check_beneath_link(where: str, name: str, subdirs: dict[str, DirEntry], files: dict[str, FileEntry]) -> None:
+    """Raise CatalogError (one line, naming the entry) if what a catalog records beneath the
+    symlinked directory at ``where`` is malformed: the check :func:`validate_catalog` leaves to
+    the moment a :class:`holofs.catalog.LinkedDir`'s contents are decoded. Nothing beneath a
+    symlinked directory is restored or served, so this is the same check, later."""
+    node = DirEntry(name=name, subdirs=subdirs, files=files)
+    windows = os.name == "nt"
+    _check_tree(node, 0, windows, windows or sys.platform == "darwin", None, start=where, beneath=True)
+
+
+def _check_all_shadow(subdirs_json: dict[str, object], path: str) -> None:
+    """Every directory in the JSON ``subdirs`` of a symlinked directory at ``path`` (at any
+    depth) must be marked shadow. Malformed entries are skipped: decoding reports them."""
+    stack = [(path, subdirs_json)]
+    while stack:
+        parent, subdirs = stack.pop()
+        for key, sub in subdirs.items():
+            if isinstance(sub, dict):
+                if sub.get("shadow") is not True:
+                    raise _bad(_join(parent, str(key)), "lies beneath a symlinked directory but is not marked shadow "
+                               "(it would be written through the link)")
+                if isinstance(sub.get("subdirs"), dict):
+                    stack.append((_join(parent, str(key)), sub["subdirs"]))
+
+
 def _all_lower_hex(digests: list[str]) -> bool:
     """True if every character of every digest is one of ``0-9a-f`` (one pass in C; matching
     each digest against :data:`_DIGEST` took 40% of the validation of a big catalog)."""
@@ -161,15 +189,17 @@ def _all_lower_hex(digests: list[str]) -> bool:
 
 
 def _check_tree(root: DirEntry, idlen: int, windows: bool, case_insensitive: bool,
-                digests: list[str] | None) -> None:
-    """Check every entry beneath ``root``. A restored file's digest must be a string of length
+                digests: list[str] | None, *, start: str = "", beneath: bool = False) -> None:
+    """Check every entry beneath ``root`` (at path ``start``; ``beneath``: inside a symlinked
+    directory), but not the contents of a symlinked directory not decoded yet (checked when
+    they are: :func:`check_beneath_link`). A restored file's digest must be a string of length
     32 or 64, and is then appended to ``digests`` for :func:`_all_lower_hex`; with ``digests``
     None, it is matched against :data:`_DIGEST` at once instead."""
     digest_ok = _DIGEST.fullmatch
     add_digest = None if digests is None else digests.append
     file_bits = GO_KNOWN_BITS & ~(GO_SPECIAL_TYPES | GO_DIR | GO_SYMLINK)  # a regular file's allowed mode bits
     # (path, node, beneath): beneath = the node lies in a symlinked directory (never written).
-    stack: list[tuple[str, DirEntry, bool]] = [("", root, False)]
+    stack: list[tuple[str, DirEntry, bool]] = [(start, root, beneath)]
     while stack:
         path, node, beneath = stack.pop()
         _check_collisions(node, path, case_insensitive)
@@ -189,7 +219,10 @@ def _check_tree(root: DirEntry, idlen: int, windows: bool, case_insensitive: boo
             if inert and not sub.shadow:
                 raise _bad(sub_path, "lies beneath a symlinked directory but is not marked shadow "
                            "(it would be written through the link)")
-            stack.append((sub_path, sub, inert))
+            if sub.contents_decoded:
+                stack.append((sub_path, sub, inert))
+            else:  # a LinkedDir: the rest is checked when decoded, but nothing may be written through it
+                _check_all_shadow(sub.contents_json()[0], sub_path)
         for key, f in node.files.items():
             name = f.name
             if not name or name != key or not name.isprintable() or name in (".", "..") or "/" in name or (

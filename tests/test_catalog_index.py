@@ -81,8 +81,7 @@ def test_materialize_uses_the_index(rcc_catalog: Path, tmp_path: Path, holofs_cl
 def test_shadow_subtrees_stay_packed_until_read(tmp_path: Path) -> None:
     from support.trees import IDENTITY, make_env_tree
 
-    from holofs.catalog import iter_dirs
-    from holofs.catalog_index import _PackedDir
+    from holofs.catalog import LinkedDir, iter_dirs
     from holofs.importer import import_tree
     from holofs.library import Hololib
     from holofs.materializer import MaterializeOptions, materialize
@@ -98,7 +97,7 @@ def test_shadow_subtrees_stay_packed_until_read(tmp_path: Path) -> None:
     linked = {f"{rel}/{name}" if rel else name: sub for rel, d in live_dirs(indexed.tree)
               for name, sub in d.subdirs.items() if sub.symlink}  # (iter_dirs would look beneath)
     assert set(linked) == env.dir_symlinks
-    assert all(type(d) is _PackedDir and d._packed is not None for d in linked.values())
+    assert all(type(d) is LinkedDir and d._packed is not None for d in linked.values())
     target = tmp_path / "out" / IDENTITY
     target.parent.mkdir()
     materialize(indexed, Hololib.open(tmp_path / "lib"), target,
@@ -111,18 +110,23 @@ def test_shadow_subtrees_stay_packed_until_read(tmp_path: Path) -> None:
     assert catalog_bytes(indexed) == catalog_bytes(parsed)
 
 
-def test_packed_contents_read_by_many_threads_at_once_or_damaged() -> None:
-    import marshal
+def test_linked_contents_read_by_many_threads_at_once_or_changed(tmp_path: Path) -> None:
     import threading
 
-    from holofs.catalog_index import _encode_dir, _PackedDir
+    from holofs.catalog import Catalog, LinkedDir
 
-    link = DirEntry(name="lib64", mode=0o755, symlink="lib")
+    link = DirEntry(name="lib64", mode=0o20000000755, symlink="lib")
     for i in range(20000):  # decoding takes longer than a GIL switch interval
         sub = link.subdirs[f"d{i}"] = DirEntry(name=f"d{i}", shadow=True)
         sub.files["f"] = FileEntry("f", i, 0o644, "ab" * 16, [], "")
-    packed = _encode_dir(link)[4]
-    lazy = _PackedDir("lib64", 0o755, "lib", False, packed)
+    ident = "h0c0ffee_1111111111111111t"
+    tree = DirEntry(name="", subdirs={"lib": DirEntry(name="lib"), "lib64": link})
+    path = write_catalog(Catalog(identity=ident, path=f"/holotree/{ident}", tree=tree), tmp_path / "catalog")
+    cache = tmp_path / "cache"
+    load_catalog(path, cache)[1]()
+    indexed, save = load_catalog(path, cache)
+    lazy = indexed.tree.subdirs["lib64"]
+    assert save is None and type(lazy) is LinkedDir and not lazy.contents_decoded
     start, seen = threading.Barrier(8), []
 
     def read() -> None:
@@ -134,7 +138,8 @@ def test_packed_contents_read_by_many_threads_at_once_or_damaged() -> None:
         t.start()
     for t in threads:
         t.join()
-    assert seen == [20000] * 8 and lazy == link
-    damaged = _PackedDir("lib64", 0o755, "lib", False, marshal.dumps(("not", "a tree")))
-    with pytest.raises(CatalogError, match="index is damaged beneath 'lib64'"):
-        _ = damaged.files
+    assert seen == [20000] * 8 and lazy == link and lazy.contents_decoded
+    again = load_catalog(path, cache)[0].tree.subdirs["lib64"]
+    os.utime(path)  # the catalog file is no longer the one indexed (a new ctime)
+    with pytest.raises(CatalogError, match="changed while in use .beneath 'lib64'"):
+        _ = again.files

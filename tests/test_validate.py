@@ -97,6 +97,26 @@ def test_nested_non_shadow_beneath_shadow_rejected(world: World) -> None:
     _assert_names(info.value, "lib/a/b")
 
 
+def test_entries_beneath_a_symlinked_dir_are_checked_when_read(world: World) -> None:
+    """A read catalog's contents beneath a symlinked directory (never restored or served) are
+    decoded and checked only when read; a directory there not marked shadow is refused at once."""
+    lib = world.dir("lib")
+    lib.symlink = "/usr/lib"
+    lib.subdirs["a"] = DirEntry(name="a", shadow=True, files={"..": FileEntry(name="..", size=1, mode=0o644, digest="N/A")})
+    world.save()
+    catalog = read_catalog(world.catalog_path)
+    validate_catalog(catalog)
+    with pytest.raises(CatalogError) as info:
+        _ = catalog.tree.subdirs["lib"].files
+    _assert_names(info.value, "lib/a/..")
+    lib.subdirs["a"].files.clear()
+    lib.subdirs["a"].subdirs["b"] = DirEntry(name="b", shadow=True, subdirs={"c": DirEntry(name="c")})
+    world.save()
+    with pytest.raises(CatalogError) as info:
+        validate_catalog(read_catalog(world.catalog_path))
+    _assert_names(info.value, "lib/a/b/c")
+
+
 def test_root_symlink_rejected(world: World) -> None:
     world.catalog.tree.symlink = "/etc"
     with pytest.raises(CatalogError, match="root"):
