@@ -137,21 +137,16 @@ def load_indexed(path: str | os.PathLike[str], cache_root: str | os.PathLike[str
     return _load_index(index_path(cache_root, path), identity, path)
 
 
-def read_validated(path: str | os.PathLike[str]) -> tuple[Catalog, str]:
-    """Read, parse and validate the catalog file at ``path`` (CatalogError/NotFound on bad input).
-
-    Returns the catalog (``validated`` set) and the SHA-256 of the file bytes it came from, so
-    another process can tell whether the bytes it read are the ones validated here."""
+def read_validated(path: str | os.PathLike[str]) -> Catalog:
+    """Read, parse and validate the catalog file at ``path`` (CatalogError/NotFound on bad
+    input); ``validated`` set."""
     from .validate import validate_catalog
 
     path = Path(path)
-    raw = read_catalog_bytes(path)
-    digest = hashlib.sha256(raw).hexdigest()
-    catalog = parse_catalog(raw, path)
-    del raw
+    catalog = parse_catalog(read_catalog_bytes(path), path)
     validate_catalog(catalog)
     catalog.validated = True
-    return catalog, digest
+    return catalog
 
 
 def load_catalog(path: str | os.PathLike[str], cache_root: str | os.PathLike[str] | None,
@@ -160,18 +155,9 @@ def load_catalog(path: str | os.PathLike[str], cache_root: str | os.PathLike[str
 
     Returns the catalog (``validated`` set) and, when the index must be (re)written, a
     function that writes it: call it when convenient, off the critical path, or never."""
-    catalog, save, _digest = load_catalog_digest(path, cache_root)
-    return catalog, save
-
-
-def load_catalog_digest(path: str | os.PathLike[str], cache_root: str | os.PathLike[str] | None,
-                        ) -> tuple[Catalog, Callable[[], None] | None, str | None]:
-    """:func:`load_catalog`, plus the SHA-256 of the catalog file's bytes when it parsed them
-    (None when it came from the index)."""
     path = Path(path)
     if cache_root is None:
-        catalog, digest = read_validated(path)
-        return catalog, None, digest
+        return read_validated(path), None
     index = index_path(cache_root, path)
     try:
         identity = _identity(os.stat(path))
@@ -180,10 +166,10 @@ def load_catalog_digest(path: str | os.PathLike[str], cache_root: str | os.PathL
     if identity is not None:
         catalog = _load_index(index, identity, path)
         if catalog is not None:
-            return catalog, None, None
-    catalog, digest = read_validated(path)
+            return catalog, None
+    catalog = read_validated(path)
     if identity is None:
-        return catalog, None, digest
+        return catalog, None
 
     def save() -> None:
         try:
@@ -194,4 +180,4 @@ def load_catalog_digest(path: str | os.PathLike[str], cache_root: str | os.PathL
         except (OSError, ValueError, HolofsError):
             pass  # an optimisation only
 
-    return catalog, save, digest
+    return catalog, save

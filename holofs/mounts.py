@@ -318,13 +318,12 @@ def mount_daemon(opts: MountOptions, *, timeout: float = READY_TIMEOUT) -> dict[
 
     Start-up runs on two cores: the daemon (usually forked by the console entry point before
     the CLI loaded) imports the FUSE stack (pyfuse3, trio: ~0.2 s) while this process parses
-    and validates the catalog. This process sends the daemon its options, then ``go
-    [<sha256 of the catalog bytes>]``, then keeps the catalog in the cache's catalog index
-    (:mod:`holofs.catalog_index`) and closes the pipe. A daemon that finds ``go`` waiting
-    after its imports waits for that close and loads the index (writing it takes less than
-    half as long as parsing); without an index, and, meanwhile, if it is still waiting for
-    ``go`` (big catalogs), it parses the catalog file itself, using that parse without
-    validating again only if its bytes have the SHA-256 validated here. A bad catalog is
+    and validates the catalog. This process sends the daemon its options, then ``go``, then
+    keeps the catalog in the cache's catalog index (:mod:`holofs.catalog_index`) and closes
+    the pipe. The daemon waits for that close and loads the index (writing and loading it
+    take a fraction of a parse; a daemon that parsed the file itself meanwhile, as until
+    round fourteen, competed with this process for the two cores and was ready later); with
+    no index (e.g. a read-only cache) it loads the catalog itself. A bad catalog is
     reported from here, and the daemon, which has done nothing yet, is killed."""
     log_path = _daemon_log_path(opts)
     from .entry import fork_daemon, take_early_daemon
@@ -335,7 +334,7 @@ def mount_daemon(opts: MountOptions, *, timeout: float = READY_TIMEOUT) -> dict[
            "level": logging.getLogger().getEffectiveLevel()}
     os.write(go_write, f"{json.dumps(job)}\n".encode())
     try:
-        go, save_index = _preload_catalog(opts)
+        save_index = _preload_catalog(opts)
     except BaseException:
         os.close(go_write)
         os.close(read_fd)
@@ -345,7 +344,7 @@ def mount_daemon(opts: MountOptions, *, timeout: float = READY_TIMEOUT) -> dict[
         with contextlib.suppress(OSError):
             log_path.unlink()
         raise
-    os.write(go_write, go)
+    os.write(go_write, b"go\n")
     try:
         if save_index is not None:  # for the daemon (if it is not done first) and the next mount
             save_index()
@@ -400,28 +399,27 @@ def early_daemon_main(job_fd: int, ready_fd: int) -> None:
     os._exit(code)
 
 
-def _preload_catalog(opts: MountOptions) -> tuple[bytes, Any]:
-    """Parse and validate the catalog (HolofsError if it is bad); return the ``go`` message
-    for the daemon and the function that writes the catalog index (or None). Any other
-    failure is left to the daemon, which loads the catalog itself and reports it in its log."""
-    from .catalog_index import load_catalog_digest
+def _preload_catalog(opts: MountOptions) -> Any:
+    """Parse and validate the catalog (HolofsError if it is bad); return the function that
+    writes the catalog index (or None). Any other failure is left to the daemon, which loads
+    the catalog itself and reports it in its log."""
+    from .catalog_index import load_catalog
     from .library import catalog_file
     from .paths import default_cache_dir
 
     try:
         path, _lib = catalog_file(opts.catalog, opts.hololib)
-        _catalog, save_index, digest = load_catalog_digest(path, opts.cache or default_cache_dir())
+        return load_catalog(path, opts.cache or default_cache_dir())[1]
     except HolofsError:
         raise
     except Exception:
-        return b"go\n", None
-    return (f"go {digest}\n".encode() if digest else b"go\n"), save_index
+        return None
 
 
-def _read_go(fd: int, pending: bytes = b"", *, until_closed: bool = False) -> bytes | None:
-    """The parent's ``go`` line (None if it closed the pipe without one: it failed);
-    ``pending``: what was already read from the pipe. ``until_closed``: then also wait (up to
-    :data:`INDEX_WAIT`) for the parent to close the pipe, once it has written the index."""
+def _read_go(fd: int, pending: bytes = b"") -> bool:
+    """Wait for the parent's ``go`` line (False if it closed the pipe without one: it failed),
+    then (up to :data:`INDEX_WAIT`) for it to close the pipe, once it has written the index.
+    ``pending``: what was already read from the pipe."""
     import select
 
     buf = pending
@@ -429,61 +427,29 @@ def _read_go(fd: int, pending: bytes = b"", *, until_closed: bool = False) -> by
         while b"\n" not in buf:
             chunk = pipe.read(256)
             if not chunk:
-                return None
+                return False
             buf += chunk
         deadline = time.monotonic() + INDEX_WAIT
-        while until_closed:
+        while True:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([pipe], [], [], left)[0] or not pipe.read(256):
                 break  # waited long enough, or closed (a read of b"")
-    line = buf.split(b"\n", 1)[0]
-    return line if line == b"go" or line.startswith(b"go ") else None
-
-
-def _speculative_parse(opts: MountOptions) -> tuple[Any, str] | None:
-    """Parse (not validate) the catalog file while the parent validates it: (catalog,
-    SHA-256 of the bytes parsed), or None on any failure (the usual load reports it)."""
-    import hashlib
-
-    from .catalog import parse_catalog, read_catalog_bytes
-    from .library import catalog_file
-
-    try:
-        path, _lib = catalog_file(opts.catalog, opts.hololib)
-        raw = read_catalog_bytes(path)
-        digest = hashlib.sha256(raw).hexdigest()
-        return parse_catalog(raw, path), digest
-    except Exception:
-        return None
+    return buf.split(b"\n", 1)[0] == b"go"
 
 
 def _daemon_catalog(opts: MountOptions, go_fd: int, pending: bytes = b"") -> tuple[Any, str]:
-    """In the daemon, after its imports: the catalog to serve, from the index or parsed here
-    and validated by the parent (same bytes), or None to load it as usual."""
-    import select
-
+    """In the daemon, after its imports: the catalog to serve, from the index the parent
+    writes once it has validated the catalog, or None to load it as usual."""
     from .catalog_index import load_indexed
     from .library import catalog_file
     from .paths import default_cache_dir
 
-    speculative = None
-    waiting = not pending and not select.select([go_fd], [], [], 0)[0]
-    if waiting:  # the parent is still busy: a big catalog
-        speculative = _speculative_parse(opts)
-    go = _read_go(go_fd, pending, until_closed=not waiting)
-    if go is None:  # the parent failed (and kills us): nothing to clean up
+    if not _read_go(go_fd, pending):  # the parent failed (and kills us): nothing to clean up
         os._exit(0)
-    if not waiting:
-        with contextlib.suppress(Exception):
-            catalog = load_indexed(catalog_file(opts.catalog, opts.hololib)[0], opts.cache or default_cache_dir())
-            if catalog is not None:
-                return catalog, "the catalog index"
-        if go != b"go":
-            speculative = _speculative_parse(opts)
-    if speculative is not None and go == f"go {speculative[1]}".encode():
-        catalog = speculative[0]
-        catalog.validated = True
-        return catalog, "parsed here, validated by the parent (same SHA-256)"
+    with contextlib.suppress(Exception):
+        catalog = load_indexed(catalog_file(opts.catalog, opts.hololib)[0], opts.cache or default_cache_dir())
+        if catalog is not None:
+            return catalog, "the catalog index"
     return None, "loaded after the parent's go"
 
 
