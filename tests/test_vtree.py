@@ -11,7 +11,7 @@ import pytest
 from support.fusemount import expected_snapshot
 
 from holofs.cache import CacheFiller, FileCache
-from holofs.catalog import MOTHER_TIME, Catalog, DirEntry, FileEntry, iter_files, read_catalog
+from holofs.catalog import MOTHER_TIME, Catalog, DirEntry, FileEntry, LinkedDir, iter_files, read_catalog, write_catalog
 from holofs.errors import HolofsError, NotFound, ReadOnly
 from holofs.library import Hololib
 from holofs.modes import GO_DIR
@@ -132,6 +132,32 @@ def test_symlinks_and_shadow_subtrees_as_rcc_restores_them() -> None:
     assert stat.S_IMODE(tree.lookup_path("lib/a.so").mode) == 0o755
     assert tree.getattr(ROOT_INO).nlink == 3  # lib only; lib64 is a symlink
     assert len(tree) == 5  # root, lib, lib64, a.so, link.so: nothing of the shadow subtree
+
+
+def test_serving_a_read_catalog_never_decodes_the_shadow_subtree(tmp_path: Path) -> None:
+    """What a parsed catalog keeps undecoded beneath ``lib64 -> lib`` stays so however much of
+    the mount is walked: the mount serves the link, never its recorded contents."""
+    shadow_dir = DirEntry(name="inner", shadow=True, files={"deep.txt": _file("deep.txt")})
+    linked = DirEntry(name="lib64", symlink="lib", mode=GO_DIR | 0o777, subdirs={"inner": shadow_dir})
+    real = DirEntry(name="lib", subdirs={"sub": DirEntry(name="sub", files={"b.py": _file("b.py")})},
+                    files={"a.so": _file("a.so", mode=0o755)})
+    ident = "h0c0ffee_1111111111111111t"
+    path = write_catalog(Catalog(identity=ident, path=f"/holotree/{ident}",
+                                 tree=DirEntry(name="", subdirs={"lib": real, "lib64": linked})), tmp_path / "catalog")
+    catalog = read_catalog(path)
+    lazy = catalog.tree.subdirs["lib64"]
+    assert type(lazy) is LinkedDir and not lazy.contents_decoded
+    tree = VirtualTree(catalog)
+    stack, seen = [ROOT_INO], 0
+    while stack:
+        for _name, attr, _off in tree.readdir(stack.pop()):
+            seen += 1
+            if stat.S_ISDIR(attr.mode):
+                stack.append(attr.ino)
+    tree.statfs()
+    assert seen == 5 and tree.readlink(tree.lookup_path("lib64").ino) == "lib"
+    assert not lazy.contents_decoded
+    assert lazy.subdirs == {"inner": shadow_dir} and lazy.contents_decoded  # decoded when read
 
 
 def test_large_catalog_table_is_consistent() -> None:
