@@ -89,8 +89,9 @@ def _reread(path: Path, identity: tuple[int, ...], where: str) -> JsonPair:
     if before != identity or after != identity:
         raise changed
     with gc_paused():
-        node = catalog_json(raw, path).get("tree")
+        node = catalog_json(raw, path)
         try:
+            node = node["tree"]
             for part in where.split("/"):
                 node = node["subdirs"][part]
             subdirs, files = node.get("subdirs") or {}, node.get("files") or {}
