@@ -28,6 +28,11 @@ try:  # zlib-ng inflates a catalog about three times faster than zlib, with the 
 except ImportError:  # pragma: no cover - the dependency is optional at runtime
     _inflate_lib = zlib
 
+try:  # orjson decodes a catalog's JSON about twice as fast as json, to the same objects
+    import orjson as _fast_json
+except ImportError:  # pragma: no cover - the dependency is optional at runtime
+    _fast_json = None
+
 MOTHER_TIME = 1610000000
 """RCC's fixed mtime/atime for every restored file and directory."""
 
@@ -368,24 +373,33 @@ def parse_catalog(raw: bytes, path: str | os.PathLike[str]) -> Catalog:
     """Parse the bytes of a gzip'd RCC catalog file read from ``path`` (as :func:`read_catalog`)."""
     path = Path(path)
     with gc_paused():  # JSON decoding, too, makes tens of thousands of objects
-        obj = catalog_json(raw, path)
         try:
-            catalog = catalog_from_json(obj)
-        except RecursionError:
-            raise CatalogError(f"{path}: the directory tree is nested too deeply") from None
-        del obj
+            catalog = catalog_from_json(catalog_json(raw, path))
+        except (CatalogError, RecursionError):
+            # Decoded by orjson, a number past 64 bits became a float: json decides, and words the error.
+            try:
+                catalog = catalog_from_json(catalog_json(raw, path, fast=False))
+            except RecursionError:
+                raise CatalogError(f"{path}: the directory tree is nested too deeply") from None
     catalog.source = path
     return catalog
 
 
-def catalog_json(raw: bytes, path: Path) -> Any:
-    """The decoded JSON of the bytes of a gzip'd catalog file read from ``path``."""
+def catalog_json(raw: bytes, path: Path, *, fast: bool = True) -> Any:
+    """The decoded JSON of the bytes of a gzip'd catalog file read from ``path``: by orjson
+    when ``fast`` and it takes them, else by json (which accepts a few things orjson does not:
+    a BOM, lone surrogates, NaN; and reads numbers past 64 bits as ints, not floats)."""
     if raw[:2] != b"\x1f\x8b":
         raise CatalogError(f"{path} is not a catalog: not a gzip stream")
     try:
         text = gunzip(raw)
     except (EOFError, OSError, zlib.error) as exc:
         raise CatalogError(f"{path} is not a catalog: truncated or corrupt gzip ({exc})") from None
+    if fast and _fast_json is not None:
+        try:
+            return _fast_json.loads(text)
+        except _fast_json.JSONDecodeError:
+            pass
     try:
         return json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

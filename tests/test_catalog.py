@@ -222,3 +222,41 @@ def test_malformed_entries_name_the_entry(tmp_path: Path) -> None:
     for name, (files, message) in cases.items():
         with pytest.raises(CatalogError, match=message):
             read_catalog(_gz(tmp_path, name, cat_with(files)))
+
+
+@pytest.mark.parametrize("oddity", ["big-number", "lone-surrogate", "bom", "nan"])
+def test_fast_json_decoding_reads_what_json_reads(tmp_path: Path, oddity: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Catalogs are decoded by orjson when it takes them, else by json: a catalog that orjson
+    refuses or reads differently (a number past 64 bits becomes a float) comes out as json
+    reads it, or fails with json's error."""
+    import holofs.catalog as catalog_module
+    from holofs.catalog import catalog_to_json
+
+    assert catalog_module._fast_json is not None  # a declared dependency: the fast path is what runs
+    files = {"a": {"name": "a", "size": 3, "mode": 420, "digest": "ab" * 32, "rewrite": []}}
+    text = json.dumps({"identity": "h0c0ffee_x", "path": "/h/h0c0ffee_x", "tree": {"name": "", "mode": 2147484141,
+                                                                                  "subdirs": {}, "files": files}})
+    if oddity == "big-number":
+        text = text.replace('"size": 3', '"size": 123456789012345678901234567890')
+    elif oddity == "lone-surrogate":
+        text = text.replace('"path": "/h/h0c0ffee_x"', '"path": "/h/h0c0ffee_x", "controller": "\\ud800"')
+    elif oddity == "bom":
+        text = "\ufeff" + text
+    else:
+        text = text.replace('"size": 3', '"size": NaN')
+    path = tmp_path / "catalog"
+    path.write_bytes(gzip.compress(text.encode("utf-8", "surrogatepass")))
+
+    def outcome() -> object:
+        try:
+            return catalog_to_json(read_catalog(path))
+        except CatalogError as exc:
+            return str(exc)
+
+    fast = outcome()
+    monkeypatch.setattr(catalog_module, "_fast_json", None)
+    assert fast == outcome()
+    if oddity == "big-number":
+        assert read_catalog(path).tree.files["a"].size == 123456789012345678901234567890
+    elif oddity == "nan":
+        assert "wrong type" in str(fast)
