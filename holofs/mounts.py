@@ -36,7 +36,7 @@ FS_TYPE = "fuse.holofs"
 OVERLAY_FS_TYPES = ("overlay", "fuse.fuse-overlayfs")
 READY_TIMEOUT = 60.0
 INDEX_WAIT = 2.0
-"""Longest a daemon that found ``go`` waits for the parent to finish writing the catalog index."""
+"""Longest the daemon waits, after ``go``, for the parent to finish writing the catalog index."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,9 +321,8 @@ def mount_daemon(opts: MountOptions, *, timeout: float = READY_TIMEOUT) -> dict[
     and validates the catalog. This process sends the daemon its options, then ``go``, then
     keeps the catalog in the cache's catalog index (:mod:`holofs.catalog_index`) and closes
     the pipe. The daemon waits for that close and loads the index (writing and loading it
-    take a fraction of a parse; a daemon that parsed the file itself meanwhile, as until
-    round fourteen, competed with this process for the two cores and was ready later); with
-    no index (e.g. a read-only cache) it loads the catalog itself. A bad catalog is
+    take a fraction of a parse, which the daemon would run on the core this process parses
+    on); with no index (e.g. a read-only cache) it loads the catalog itself. A bad catalog is
     reported from here, and the daemon, which has done nothing yet, is killed."""
     log_path = _daemon_log_path(opts)
     from .entry import fork_daemon, take_early_daemon
