@@ -18,6 +18,10 @@ Timed (wall clock, fork+exec included, median of --runs; the target is deleted a
   cp -a --reflink     (xfs, btrfs)
   tar -xzf            corpus.tar.gz → target
   uv clone / copy     uv venv + uv pip install --offline --link-mode=clone|copy -r requirements.txt
+  C floor             scripts/clone_floor.c: holofs' per-file calls for the raw library in C threads,
+                      with no interpreter, catalog, verification or state around them (a lower bound)
+  alternating         the raw-library goal again: holofs, uv clone and the C floor taking turns
+                      (--pairs rounds), so that the machine's drift falls on all three alike
 
 Run scripts/build_corpus.py first (``--small`` for both for a ~2-minute run).
 """
@@ -28,6 +32,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -132,17 +137,58 @@ def uv_env(cache: Path) -> dict[str, str]:
     return env
 
 
+FLOOR_SOURCE = Path(__file__).with_name("clone_floor.c")
+
+
+def build_floor(work: Path) -> Path | None:
+    """Compile scripts/clone_floor.c into ``work``; None (logged) where no C compiler is."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        log("no C compiler: the C floor is not measured")
+        return None
+    binary = work / "clone_floor"
+    run([cc, "-O2", "-pthread", "-o", binary, FLOOR_SOURCE])
+    return binary
+
+
+def write_floor_plan(catalog: Path, plan: Path) -> int:
+    """Write clone_floor's plan for ``catalog``: its live directories, parents first, and its
+    regular files with their blobs and permission bits. Returns the number of files."""
+    from holofs.catalog_index import read_validated
+    from holofs.library import blob_relpath
+    from holofs.modes import permissions
+    from holofs.restore_state import live_dirs
+
+    index: dict[str, int] = {}
+    fields: list[str] = []
+    nfiles = 0
+    for rel, node in live_dirs(read_validated(catalog).tree):
+        parent, _, name = rel.rpartition("/")
+        fields += ["D", str(index[parent] if rel else -1), name]
+        index[rel] = len(index)
+        for fname, f in node.files.items():
+            if not f.symlink:
+                fields += ["F", str(index[rel]), fname, blob_relpath(f.digest), str(f.size), oct(permissions(f.mode))[2:]]
+                nfiles += 1
+    plan.write_bytes(b"".join(os.fsencode(x) + b"\0" for x in fields))
+    return nfiles
+
+
 class FsBench:
     """All measurements on one mounted filesystem."""
 
     def __init__(self, fstype: str, mnt: Path, reflinks: bool, args: argparse.Namespace, corpus: dict[str, Any],
-                 libs: dict[str, Any], commands: set[str]) -> None:
+                 libs: dict[str, Any], commands: set[str], floor: tuple[Path, Path] | None = None) -> None:
         self.fstype, self.mnt, self.reflinks, self.args = fstype, mnt, reflinks, args
+        self.floor = floor  # (clone_floor binary, its plan of the raw library's catalog)
         self.corpus, self.libs, self.commands = corpus, libs, commands
         self.target = mnt / "space" / TARGET_ID
         self.src = mnt / "src" / corpus["identity"]
         self.results: list[Timing] = []
         self.dropped = False
+        # A verification record of this filesystem's own (its libraries are fresh copies: keys of
+        # earlier runs' images would only make every trusted run read a bigger record).
+        self.holofs_env = dict(os.environ, HOLOFS_CACHE=os.fspath(mnt / "holofs-cache"))
 
     # -- setup
     def stage(self) -> None:
@@ -186,16 +232,56 @@ class FsBench:
             return self.timed(["tar", "-xzf", self.mnt / "corpus.tar.gz", "-C", self.target, "--strip-components=1"])
 
         self.add(measure("tar -xzf", n, untar, before=self.fresh))
-        env = uv_env(self.mnt / "uv-cache")
+        for mode in ("clone", "copy"):
+            t = self.add(measure(f"uv venv + pip install --offline --link-mode={mode}", n,
+                                 lambda m=mode: self.uv(m), before=self.fresh))
+            t.extra["peer"] = f"uv-{mode}"
+
+    def uv(self, mode: str) -> float:
+        """``uv venv`` + ``uv pip install --offline --link-mode=<mode>`` of the corpus into the target."""
         uv = tool("uv")
         base_python = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
-        for mode in ("clone", "copy"):
-            script = (f'"{uv}" venv -q --python "{base_python}" --python-preference only-system "{self.target}" && '
-                      f'"{uv}" pip install -q --offline --python "{self.target}/bin/python" --link-mode={mode} '
-                      f'-r "{self.mnt}/requirements.txt"')
-            t = self.add(measure(f"uv venv + pip install --offline --link-mode={mode}", n,
-                                 lambda s=script: self.timed(["sh", "-c", s], env=env), before=self.fresh))
-            t.extra["peer"] = f"uv-{mode}"
+        script = (f'"{uv}" venv -q --python "{base_python}" --python-preference only-system "{self.target}" && '
+                  f'"{uv}" pip install -q --offline --python "{self.target}/bin/python" --link-mode={mode} '
+                  f'-r "{self.mnt}/requirements.txt"')
+        return self.timed(["sh", "-c", script], env=uv_env(self.mnt / "uv-cache"))
+
+    def floor_run(self) -> float:
+        """The C floor (scripts/clone_floor.c) of the raw library into the target."""
+        binary, plan = self.floor  # type: ignore[misc]
+        return self.timed([binary, plan, self.mnt / "lib-none" / "library", self.target, str(os.cpu_count() or 1)])
+
+    def alternating(self) -> None:
+        """The raw-library goal again: holofs, uv clone and the C floor take turns, --pairs
+        rounds, so that the machine's drift (30 % within an hour here) falls on all three alike."""
+        rounds = self.args.pairs
+        verify = self.args.verify[0] if self.args.verify and "--verify" in holofs_help("materialize") else None
+        contenders: list[tuple[str, Any]] = []
+        if "materialize" in self.commands and "none" in self.args.libs:
+            contenders.append((f"holofs materialize none --verify {verify or 'default'}, alternating",
+                               lambda: time_cmd(self.materialize_cmd("none", verify), env=self.holofs_env)[0]))
+        if self.args.peers:
+            contenders.append(("uv venv + pip install --offline --link-mode=clone, alternating", lambda: self.uv("clone")))
+        if self.floor is not None:
+            contenders.append(("C floor (clone_floor, no Python), alternating", self.floor_run))
+        if rounds < 1 or len(contenders) < 2:
+            return
+        timings = [Timing(name) for name, _action in contenders]
+        for _ in range(rounds):
+            for t, (_name, action) in zip(timings, contenders, strict=True):
+                if t.error:
+                    continue
+                try:
+                    self.fresh()
+                    t.samples.append(action())
+                except Exception as exc:  # recorded and reported, the run goes on
+                    t.error = str(exc).strip()[:600]
+                    log(f"  FAILED {t.name}: {t.error}")
+        for t in timings:
+            if t.samples:
+                log(f"  {t.name}: median {t.median:.3f}s  samples {', '.join(f'{s:.3f}' for s in t.samples)}")
+            t.extra["alternating"] = True
+            self.add(t)
 
     # -- holofs
     def materialize_cmd(self, enc: str, verify: str | None) -> list[Any]:
@@ -218,9 +304,7 @@ class FsBench:
         verifies: list[str | None] = list(self.args.verify) if "--verify" in help_text else [None]
         last_json: dict[str, Any] = {}
 
-        # A verification record of this filesystem's own (its libraries are fresh copies: keys of
-        # earlier runs' images would only make every trusted run read a bigger record).
-        env = dict(os.environ, HOLOFS_CACHE=os.fspath(self.mnt / "holofs-cache"))
+        env = self.holofs_env
 
         def go(enc: str, verify: str | None) -> float:
             secs, proc = time_cmd(self.materialize_cmd(enc, verify), env=env)
@@ -276,10 +360,21 @@ def goals_table(results: list[Timing], fstypes: list[str], files: int, verify: s
             (f"gzip lib vs tar -xzf ({fs})", f"holofs materialize gzip --verify {verify}", "tar -xzf", 1.0),
             (f"zstd lib vs tar -xzf ({fs})", f"holofs materialize zstd --verify {verify}", "tar -xzf", 0.6),
         ]
+        alt = ", alternating"
+        checks += [
+            (f"raw lib vs uv clone, alternating ({fs})", f"holofs materialize none --verify {verify}{alt}",
+             f"uv venv + pip install --offline --link-mode=clone{alt}", 1.0),
+            (f"(no goal) C floor vs uv clone, alternating ({fs})", f"C floor (clone_floor, no Python){alt}",
+             f"uv venv + pip install --offline --link-mode=clone{alt}", None),
+            (f"(no goal) raw lib vs C floor, alternating ({fs})", f"holofs materialize none --verify {verify}{alt}",
+             f"C floor (clone_floor, no Python){alt}", None),
+        ]
         for label, mine, peer, goal in checks:
             a, b = med(results, fs, mine), med(results, fs, peer)
-            ok = None if a is None or b is None else a / b <= goal
-            rows.append([label, fmt_s(a), fmt_s(b), fmt_ratio(a, b), f"≤ {goal:.1f}×",
+            if goal is None and (a is None or b is None):
+                continue
+            ok = None if a is None or b is None or goal is None else a / b <= goal
+            rows.append([label, fmt_s(a), fmt_s(b), fmt_ratio(a, b), "—" if goal is None else f"≤ {goal:.1f}×",
                          "—" if ok is None else ("met" if ok else "MISSED")])
             out.append({"check": label, "holofs_s": a, "peer_s": b, "goal_ratio": goal, "met": ok})
         for enc in ENCODINGS:
@@ -309,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
                          "base directory, so it is needed)")
     ap.add_argument("--no-peers", dest="peers", action="store_false", help="skip cp/tar/uv")
     ap.add_argument("--no-holofs", dest="holofs", action="store_false", help="skip holofs materialize")
+    ap.add_argument("--pairs", type=int, default=5,
+                    help="rounds of the raw-library goal with holofs, uv clone and the C floor taking turns (0: none)")
     ap.add_argument("--drop-caches", action="store_true", help="drop the page cache before every timed run")
     ap.add_argument("--json", dest="json_out", type=Path, help="write all results to this JSON file")
     args = ap.parse_args(argv)
@@ -333,6 +430,14 @@ def main(argv: list[str] | None = None) -> int:
         staged += sum(v["bytes"] for v in libs["libs"].values())
     image_size = max(4 << 30, 3 * staged)
 
+    floor: tuple[Path, Path] | None = None
+    if args.pairs > 0 and libs and "none" in args.libs:
+        binary = build_floor(args.work)
+        if binary is not None:
+            plan = args.work / "clone_floor.plan"
+            write_floor_plan(args.work / args.profile / "libs" / "none" / "catalog" / libs["libs"]["none"]["catalog"], plan)
+            floor = (binary, plan)
+
     started = time.perf_counter()
     results: list[Timing] = []
     notes: list[str] = []
@@ -340,13 +445,14 @@ def main(argv: list[str] | None = None) -> int:
         log(f"=== {fstype}: image {image_size >> 20} MiB (sparse)")
         try:
             with loop_fs(fstype, args.work, image_size) as lfs:
-                bench = FsBench(fstype, lfs.mountpoint, lfs.reflinks, args, corpus, libs, commands)
+                bench = FsBench(fstype, lfs.mountpoint, lfs.reflinks, args, corpus, libs, commands, floor)
                 try:
                     bench.stage()
                     if args.peers:
                         bench.peers()
                     if args.holofs:
                         bench.holofs()
+                    bench.alternating()
                 finally:
                     results += bench.results
                     if args.drop_caches and not bench.dropped:
