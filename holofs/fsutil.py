@@ -36,19 +36,33 @@ def raise_for_disk(exc: OSError, what: str) -> None:
     raise exc
 
 
-def raise_fd_limit(needed: int) -> None:
-    """Raise the soft limit on open files towards ``needed`` (up to the hard limit): a restore
-    keeps every directory of the tree open, more than the common soft limit of 1024."""
+def reserve_fds(needed: int) -> None:
+    """Make room for ``needed`` open files at once: raise the soft limit towards it (up to the
+    hard limit; a restore keeps every directory of the tree open, more than the common soft
+    limit of 1024) and grow this process's descriptor table to that size now, in one step.
+
+    Left to grow on demand, the table doubles at each new power of two, and in a process with
+    threads each doubling waits for an RCU grace period (Linux ``expand_fdtable``) while every
+    thread that opens a file meanwhile waits too: ~30 ms of a 17k-file restore on 2 CPUs."""
     try:
+        import fcntl
         import resource
     except ImportError:  # not on POSIX
         return
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft >= needed:
-        return
-    want = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-    if want > soft:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        want = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        if want > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+    top = needed if soft == resource.RLIM_INFINITY else min(needed, soft)
+    with contextlib.suppress(OSError):  # only an optimisation
+        probe = os.open("/", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            # The lowest free descriptor at or above top - 1 (F_DUPFD never replaces one in use).
+            os.close(fcntl.fcntl(probe, fcntl.F_DUPFD_CLOEXEC, top - 1))
+        finally:
+            os.close(probe)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:

@@ -25,7 +25,7 @@ from . import fastclone, forkpool
 from .catalog import Catalog, DirEntry, FileEntry
 from .digest import algorithm_of, new_hasher
 from .errors import CatalogError, HolofsError, NoSpace, UnsafePath, UsageError
-from .fsutil import DIR_FLAGS, part_suffix, raise_fd_limit, raise_for_disk
+from .fsutil import DIR_FLAGS, part_suffix, raise_for_disk, reserve_fds
 from .library import Hololib
 from .modes import permissions
 from .relocation import Relocation, plan_relocation
@@ -602,7 +602,7 @@ def materialize(catalog: Catalog, lib: Hololib, target: str | os.PathLike[str],
                     if opts.meanwhile is not None:
                         opts.meanwhile()
 
-                raise_fd_limit(len(dirs) + 8 * opts.workers + 64)  # every directory stays open
+                reserve_fds(len(dirs) + 8 * opts.workers + 64)  # every directory stays open
                 cloned = _clone_fast(ctx, dirs, opts.workers, encode_manifest) if fresh else None
                 made = _ensure_dirs(ctx, dirs, fresh, problems)
                 only = None

@@ -114,3 +114,34 @@ def test_catalog_with_200k_entries_loads_in_bounded_memory(tmp_path: Path) -> No
     assert int(max_rss_kib) < 1024 * 1024
     assert read_catalog(path).tree.subdirs["d199"].files["f0999.py"].size == 1099
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads FDSize from /proc/self/status")
+@pytest.mark.parametrize("limits", [None, (1024, 20000), (2048, 2048)])
+def test_reserve_fds_grows_the_table_at_once(limits: tuple[int, int] | None) -> None:
+    """reserve_fds raises the soft limit (never past the hard one) and grows the descriptor
+    table to it in one step, closing nothing and leaving no descriptor open. In a fresh
+    process, as the table only ever grows."""
+    script = f"""
+import os, resource
+from holofs.fsutil import reserve_fds
+limits = {limits!r}
+if limits:
+    resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+def fdsize():
+    with open("/proc/self/status") as f:
+        return int(next(line for line in f if line.startswith("FDSize:")).split()[1])
+keep = os.dup2(os.open("/", os.O_RDONLY), 300)  # a descriptor in use high up
+before, open_before = fdsize(), sorted(os.listdir("/proc/self/fd"))
+assert before < 1024, before
+reserve_fds(5000)
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+expect = min(5000, hard)
+assert soft >= expect, (soft, hard)
+assert fdsize() >= expect, (fdsize(), expect)
+assert sorted(os.listdir("/proc/self/fd")) == open_before
+assert os.path.samestat(os.fstat(keep), os.stat("/"))
+print("ok", before, fdsize())
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("ok"), proc.stderr
