@@ -14,7 +14,7 @@
  *   "D" parent-index name            a directory (the first record is the root: parent -1, name "")
  *   "F" dir-index name blob size mode a regular file (blob: path relative to LIBRARY; mode: octal)
  * Directories come parents first and are made first (one thread); then the files (THREADS
- * threads, 32 files of one directory at a time); then every directory gets its mode's time.
+ * threads taking 32 files in plan order at a time); then every directory gets RCC's time.
  * TARGET must not exist. Exit status 0, or 1 with a message on the first error. */
 #define _GNU_SOURCE
 #include <errno.h>
