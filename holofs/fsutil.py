@@ -36,10 +36,11 @@ def raise_for_disk(exc: OSError, what: str) -> None:
     raise exc
 
 
-def reserve_fds(needed: int) -> None:
+def reserve_fds(needed: int) -> int | None:
     """Make room for ``needed`` open files at once: raise the soft limit towards it (up to the
     hard limit; a restore keeps every directory of the tree open, more than the common soft
     limit of 1024) and grow this process's descriptor table to that size now, in one step.
+    Returns the soft limit now in effect (None: unlimited, or not a POSIX system).
 
     Left to grow on demand, the table doubles at each new power of two, and in a process with
     threads each doubling waits for an RCU grace period (Linux ``expand_fdtable``) while every
@@ -48,7 +49,7 @@ def reserve_fds(needed: int) -> None:
         import fcntl
         import resource
     except ImportError:  # not on POSIX
-        return
+        return None
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < needed:
         want = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
@@ -63,6 +64,7 @@ def reserve_fds(needed: int) -> None:
             os.close(fcntl.fcntl(probe, fcntl.F_DUPFD_CLOEXEC, top - 1))
         finally:
             os.close(probe)
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:

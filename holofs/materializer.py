@@ -48,6 +48,7 @@ from .verification import VerifiedStore, VerifyPolicy
 
 BATCH = 256
 FORK_MIN_FILES = 2000  # below this, forking worker processes costs more than it saves
+FD_SPARE = 32  # descriptors a restore needs beyond one per directory and two per worker
 # A unit of work: (directory, its node, a batch of its file names or None for all, handle extras).
 Job = list[tuple[str, DirEntry, "list[str] | None", bool]]
 
@@ -180,6 +181,8 @@ def _os_error(exc: OSError, where: str) -> HolofsError:
     """A one-line HolofsError for an unexpected OS failure while writing ``where``."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return NoSpace(f"no space left on device while writing {where}")
+    if exc.errno in (errno.EMFILE, errno.ENFILE):
+        return HolofsError(f"{where}: too many open files: raise the open-files limit (ulimit -n) and run again")
     return HolofsError(f"{where}: {exc.strerror or exc}")
 
 
@@ -571,6 +574,12 @@ def materialize(catalog: Catalog, lib: Hololib, target: str | os.PathLike[str],
                 opts.progress(nfiles)
             return MaterializeReport(target=target, fresh=False, files_intact=intact, dirs=len(dirs),
                                      seconds=time.perf_counter() - t0)
+        # Every directory stays open while its files are made, and each worker holds a few more.
+        wanted = len(dirs) + 8 * opts.workers + 64
+        limit = reserve_fds(wanted)
+        if limit is not None and limit < len(dirs) + 2 * opts.workers + FD_SPARE:
+            raise UsageError(f"the open-files limit is {limit}, but a restore keeps each of this tree's {len(dirs)} "
+                             f"directories open: raise it (ulimit -n {wanted}) and run again")
         if fresh:
             build = os.path.join(parent, f".{name}.holofs-staging-{os.getpid()}")
             os.mkdir(build, DIR_MODE)
@@ -602,7 +611,6 @@ def materialize(catalog: Catalog, lib: Hololib, target: str | os.PathLike[str],
                     if opts.meanwhile is not None:
                         opts.meanwhile()
 
-                reserve_fds(len(dirs) + 8 * opts.workers + 64)  # every directory stays open
                 cloned = _clone_fast(ctx, dirs, opts.workers, encode_manifest) if fresh else None
                 made = _ensure_dirs(ctx, dirs, fresh, problems)
                 only = None

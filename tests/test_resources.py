@@ -145,3 +145,28 @@ print("ok", before, fdsize())
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.startswith("ok"), proc.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sets RLIMIT_NOFILE in the child")
+def test_open_files_limit_too_low_for_the_tree(tmp_path: Path) -> None:
+    """A restore keeps every directory open: a hard limit below the tree's directory count is
+    refused at once with what to do, before anything is written; with room it restores."""
+    extra = {f"d{i:03}/f.txt": f"{i}\n".encode() for i in range(300)}
+    _tree, catalog, lib = build_generated(tmp_path, "none", extra=extra)
+    target = tmp_path / "out" / TARGET_NAME
+    target.parent.mkdir()
+    cmd = [sys.executable, "-m", "holofs", "materialize", "--relocate-name-only", str(catalog.source), str(target)]
+    env = dict(os.environ, HOLOFS_CACHE=str(tmp_path / "cache"))
+
+    def low_limit() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))
+
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, preexec_fn=low_limit, timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "open-files limit is 200" in proc.stderr and "ulimit -n" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert sorted(p.name for p in target.parent.iterdir()) == [f".{TARGET_NAME}.holofs.lock"]
+    subprocess.run(cmd, capture_output=True, text=True, env=env, check=True, timeout=120)
+    assert_restored(catalog, lib, target)
