@@ -25,6 +25,7 @@ from .modes import GO_DIR, GO_KNOWN_BITS, GO_SPECIAL_TYPES, GO_SYMLINK
 
 _DIGEST = re.compile(r"[0-9a-f]{32}(?:[0-9a-f]{32})?")
 """Plain lowercase hex of a known length: 32 (SipHash-128) or 64 (SHA-256)."""
+_NOT_SHADOW = "lies beneath a symlinked directory but is not marked shadow (it would be written through the link)"
 
 _DELETE_HEX = dict.fromkeys(map(ord, "0123456789abcdef"))
 """A ``str.translate`` table that deletes the characters :data:`_DIGEST` allows."""
@@ -176,8 +177,7 @@ def _check_all_shadow(subdirs_json: dict[str, object], path: str) -> None:
         for key, sub in subdirs.items():
             if isinstance(sub, dict):
                 if sub.get("shadow") is not True:
-                    raise _bad(_join(parent, str(key)), "lies beneath a symlinked directory but is not marked shadow "
-                               "(it would be written through the link)")
+                    raise _bad(_join(parent, str(key)), _NOT_SHADOW)
                 if isinstance(sub.get("subdirs"), dict):
                     stack.append((_join(parent, str(key)), sub["subdirs"]))
 
@@ -217,8 +217,7 @@ def _check_tree(root: DirEntry, idlen: int, windows: bool, case_insensitive: boo
             else:
                 _check_mode(sub.mode, sub_path, is_dir=True, is_symlink=False)
             if inert and not sub.shadow:
-                raise _bad(sub_path, "lies beneath a symlinked directory but is not marked shadow "
-                           "(it would be written through the link)")
+                raise _bad(sub_path, _NOT_SHADOW)
             if sub.contents_decoded:
                 stack.append((sub_path, sub, inert))
             else:  # a LinkedDir: the rest is checked when decoded, but nothing may be written through it
