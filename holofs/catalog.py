@@ -9,29 +9,22 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import gzip
-import io
-import json
 import os
 import threading
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from .errors import CatalogError, NotFound
 from .modes import GO_DIR
 
-try:  # zlib-ng inflates a catalog about three times faster than zlib, with the same API and output
-    from zlib_ng import zlib_ng as _inflate_lib
-except ImportError:  # pragma: no cover - the dependency is optional at runtime
-    _inflate_lib = zlib
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
-try:  # orjson decodes a catalog's JSON about twice as fast as json, to the same objects
-    import orjson as _fast_json
-except ImportError:  # pragma: no cover - the dependency is optional at runtime
-    _fast_json = None
+    JsonPair = tuple[dict[str, Any], dict[str, Any]]
+    """A directory's ``subdirs`` and ``files`` as the catalog file has them."""
 
 MOTHER_TIME = 1610000000
 """RCC's fixed mtime/atime for every restored file and directory."""
@@ -75,8 +68,6 @@ class DirEntry:
         return True
 
 
-JsonPair = tuple[dict[str, Any], dict[str, Any]]
-"""A directory's ``subdirs`` and ``files`` as the catalog file has them."""
 _SUBDIRS, _FILES = DirEntry.subdirs, DirEntry.files  # the slots behind the fields
 _DECODING = threading.RLock()
 
@@ -359,12 +350,18 @@ def gunzip(raw: bytes) -> bytes:
     """``gzip.decompress(raw)``: the usual single gzip member inflated by zlib-ng; anything else
     (an error, several members, trailing bytes) is left to ``gzip.decompress`` itself, so that
     results and errors are exactly its own."""
-    inflater = _inflate_lib.decompressobj(31)  # 31: a gzip wrapper, its CRC and length checked
+    try:  # zlib-ng inflates a catalog about three times faster than zlib, with the same API and output
+        from zlib_ng import zlib_ng as inflate_lib
+    except ImportError:  # pragma: no cover - the dependency is optional at runtime
+        inflate_lib = zlib
+    inflater = inflate_lib.decompressobj(31)  # 31: a gzip wrapper, its CRC and length checked
     try:
         text = inflater.decompress(raw)
-    except _inflate_lib.error:
+    except inflate_lib.error:
         text = None
     if text is None or not inflater.eof or inflater.unused_data:
+        import gzip
+
         return gzip.decompress(raw)
     return text
 
@@ -385,6 +382,16 @@ def parse_catalog(raw: bytes, path: str | os.PathLike[str]) -> Catalog:
     return catalog
 
 
+def _fast_json() -> Any:
+    """orjson, which decodes a catalog's JSON about twice as fast as json, to the same objects;
+    None without it. Imported on first use: the import costs a start-up ~10 ms."""
+    try:
+        import orjson
+    except ImportError:  # pragma: no cover - the dependency is optional at runtime
+        return None
+    return orjson
+
+
 def catalog_json(raw: bytes, path: Path, *, fast: bool = True) -> Any:
     """The decoded JSON of the bytes of a gzip'd catalog file read from ``path``: by orjson
     when ``fast`` and it takes them, else by json (which accepts a few things orjson does not:
@@ -395,11 +402,14 @@ def catalog_json(raw: bytes, path: Path, *, fast: bool = True) -> Any:
         text = gunzip(raw)
     except (EOFError, OSError, zlib.error) as exc:
         raise CatalogError(f"{path} is not a catalog: truncated or corrupt gzip ({exc})") from None
-    if fast and _fast_json is not None:
+    orjson = _fast_json() if fast else None
+    if orjson is not None:
         try:
-            return _fast_json.loads(text)
-        except _fast_json.JSONDecodeError:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
             pass
+    import json
+
     try:
         return json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -506,6 +516,9 @@ def catalog_bytes(catalog: Catalog) -> bytes:
 
 def write_catalog(catalog: Catalog, path: str | os.PathLike[str], *, info_sidecar: bool = True) -> Path:
     """Write a gzip'd catalog (and RCC's ``.info`` sidecar) atomically."""
+    import gzip
+    import io
+
     from .fsutil import atomic_write_bytes
 
     path = Path(path)

@@ -26,13 +26,11 @@ import marshal
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from .catalog import (
     Catalog,
     DirEntry,
     FileEntry,
-    JsonPair,
     LinkedDir,
     catalog_json,
     gc_paused,
@@ -42,6 +40,12 @@ from .catalog import (
 from .errors import CatalogError, HolofsError
 from .fsutil import atomic_write_bytes
 from .paths import private_dir
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .catalog import JsonPair
 
 FORMAT = 3  # bump when Catalog/DirEntry/FileEntry fields change
 MARSHAL_VERSION = 2  # no back-references: writing is ~2.5x faster, reading as fast, the file ~10% bigger

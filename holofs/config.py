@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields
-from typing import Any
 
 from .errors import UsageError
 from .paths import default_cache_dir, default_config_file
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 STRATEGY_CHOICES = ("auto", "reflink", "copy", "hardlink")
 VERIFY_CHOICES = ("always", "trusted", "skip")

@@ -11,18 +11,21 @@ import hashlib
 import mmap
 import os
 import re
-from typing import IO, Protocol
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import IO, Protocol
+
+    class Hasher(Protocol):
+        def update(self, data: bytes | bytearray | memoryview, /) -> None: ...
+        def hexdigest(self) -> str: ...
+
 
 SIPHASH_KEY = b"Very_Random-Seed"
 SHA256 = "sha256"
 SIPHASH128 = "siphash128"
 _HEX = re.compile(r"[0-9a-f]+\Z")
 _LENGTHS = {64: SHA256, 32: SIPHASH128}
-
-
-class Hasher(Protocol):
-    def update(self, data: bytes | bytearray | memoryview, /) -> None: ...
-    def hexdigest(self) -> str: ...
 
 
 def algorithm_of(digest: str) -> str | None:

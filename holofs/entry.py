@@ -1,5 +1,5 @@
 """The ``holofs`` console command: a background ``mount`` forks its daemon before anything else,
-then the click CLI (:mod:`holofs.cli`) runs.
+then the command line (:mod:`holofs.cli`) runs.
 
 The daemon's ~0.2 s of FUSE-stack imports (pyfuse3, trio) then overlap the CLI's own start-up
 instead of following it. Only ``os`` and ``sys`` are used before the fork (importing

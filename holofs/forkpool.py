@@ -18,11 +18,15 @@ import os
 import struct
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
 
 from .errors import HolofsError
 
-T = TypeVar("T")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
+
 _HEAD = struct.Struct("<cQ")  # kind (b"P" progress count, b"R" pickled result), payload size
 _PR_SET_PDEATHSIG = 1
 

@@ -8,19 +8,18 @@ zstd container always adds a header), which keeps raw ``.gz`` files in raw libra
 
 from __future__ import annotations
 
-import gzip
 import os
-import shutil
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
-
-import zstandard
 
 from .catalog import Catalog, catalog_name, read_catalog
 from .errors import CorruptBlob, LibraryError, MissingBlob, NotFound, UsageError
 from .fsutil import part_name, raise_for_disk
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 GZIP = "gzip"
 ZSTD = "zstd"
@@ -52,13 +51,16 @@ class _ZstdStream:
     """A readable, closable zstd decompression stream over a file."""
 
     def __init__(self, raw: BinaryIO) -> None:
+        import zstandard  # imported where used: it costs a start-up that reads no zstd blob ~1 ms
+
         self._raw = raw
         self._reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+        self._error = zstandard.ZstdError
 
     def read(self, n: int = -1) -> bytes:
         try:
             return self._reader.read(n)
-        except zstandard.ZstdError as exc:
+        except self._error as exc:
             raise CorruptBlob(f"zstd data is corrupt: {exc}") from None
 
     def readinto(self, buf: memoryview | bytearray) -> int:
@@ -81,6 +83,8 @@ class _GzipStream:
     """A readable gzip stream that reports corruption as CorruptBlob."""
 
     def __init__(self, raw: BinaryIO) -> None:
+        import gzip
+
         self._raw = raw
         self._gz = gzip.GzipFile(fileobj=raw, mode="rb")
 
@@ -289,13 +293,19 @@ class _CountingReader:
 
 def encode_stream(source: BinaryIO, sink: BinaryIO, encoding: str, *, level: int | None = None) -> None:
     """Copy ``source`` into ``sink``, compressing as ``encoding`` says."""
+    import shutil
+
     if encoding == RAW:
         shutil.copyfileobj(source, sink, CHUNK)
     elif encoding == GZIP:
+        import gzip
+
         # RCC writes gzip at "best speed"; mtime 0 keeps blobs reproducible.
         with gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=level or 1, mtime=0, filename="") as gz:
             shutil.copyfileobj(source, gz, CHUNK)
     elif encoding == ZSTD:
+        import zstandard
+
         cctx = zstandard.ZstdCompressor(level=level or 3)
         cctx.copy_stream(source, sink, read_size=CHUNK, write_size=CHUNK)
     else:

@@ -8,8 +8,8 @@ not pay. The CLI says how to log (:func:`configure`); modules get their loggers 
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import logging
 

@@ -13,13 +13,11 @@ import contextlib
 import errno
 import itertools
 import os
-import shutil
 import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from . import fastclone, forkpool
 from .catalog import Catalog, DirEntry, FileEntry
@@ -45,6 +43,10 @@ from .restore_state import (
 )
 from .strategies import Linker, produce_file
 from .verification import VerifiedStore, VerifyPolicy
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 BATCH = 256
 FORK_MIN_FILES = 2000  # below this, forking worker processes costs more than it saves
@@ -152,9 +154,15 @@ class _DirResult:
         self.dir_changed |= other.dir_changed
 
 
+def _rmtree(path: str, **kwargs: Any) -> None:
+    import shutil  # only to remove a tree: with its lzma and bz2, it costs a start-up ~5 ms
+
+    shutil.rmtree(path, **kwargs)
+
+
 def _remove_any(dir_fd: int, name: str, st_mode: int) -> None:
     if stat.S_ISDIR(st_mode):
-        shutil.rmtree(name, dir_fd=dir_fd)
+        _rmtree(name, dir_fd=dir_fd)
     else:
         os.unlink(name, dir_fd=dir_fd)
 
@@ -275,7 +283,7 @@ def _dir_files(ctx: _Ctx, rel: str, node: DirEntry, names: list[str] | None, fd:
         if not ctx.direct:
             try:
                 if ex is not None and stat.S_ISDIR(ex_mode):
-                    shutil.rmtree(name, dir_fd=fd)
+                    _rmtree(name, dir_fd=fd)
                 os.rename(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
             except BaseException:
                 with contextlib.suppress(OSError):
@@ -306,7 +314,7 @@ def _dir_files(ctx: _Ctx, rel: str, node: DirEntry, names: list[str] | None, fd:
             tmp = f"{name}{ctx.part_prefix}{next(ctx.counter)}"
             os.symlink(sub.symlink, tmp, dir_fd=fd)
             if ex is not None and ex.is_dir(follow_symlinks=False):
-                shutil.rmtree(name, dir_fd=fd)
+                _rmtree(name, dir_fd=fd)
             os.rename(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
             ctx.linker.record("symlink", 0, 0.0)
             res.symlinks += 1
@@ -565,7 +573,7 @@ def materialize(catalog: Catalog, lib: Hololib, target: str | os.PathLike[str],
         parent, name = os.path.split(target)
         for leftover in os.listdir(parent):  # staging dirs of crashed runs (we hold the lock)
             if leftover.startswith(f".{name}.holofs-staging-"):
-                shutil.rmtree(os.path.join(parent, leftover), ignore_errors=True)
+                _rmtree(os.path.join(parent, leftover), ignore_errors=True)
         state = None if fresh else State.read(spath)
         intact = confirm_intact(state, target, fingerprint, verify=opts.verify, keep_special=opts.keep_special_bits,
                                 name_only_allowed=opts.relocate_name_only)
@@ -632,7 +640,7 @@ def materialize(catalog: Catalog, lib: Hololib, target: str | os.PathLike[str],
                 os.rename(build, target)
         except BaseException as exc:
             if fresh:
-                shutil.rmtree(build, ignore_errors=True)
+                _rmtree(build, ignore_errors=True)
             if isinstance(exc, OSError):
                 raise _os_error(exc, target) from None
             raise

@@ -28,12 +28,15 @@ import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from . import forkpool
 from .catalog import MOTHER_TIME, Catalog, DirEntry, catalog_bytes
 from .errors import Busy
 from .fsutil import DIR_FLAGS, atomic_write_bytes
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 STATE_VERSION = 3
 MOTHER_NS = MOTHER_TIME * 1_000_000_000

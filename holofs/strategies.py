@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import fnmatch
 import hashlib
 import mmap
 import os
@@ -37,8 +36,6 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass
-
-import zstandard
 
 try:  # zlib-ng inflates about twice as fast as zlib, with the same API and output
     from zlib_ng import zlib_ng as inflate_lib
@@ -53,6 +50,10 @@ from .library import GZIP_MAGIC, ZSTD_MAGIC, Hololib, blob_relpath
 from .logs import logger
 from .relocation import Relocation
 from .verification import VerifyPolicy, blob_key_of
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import zstandard
 
 try:  # the optional C accelerator (holofs/_native.c, Linux): decodes and hashes without the GIL
     from . import _native
@@ -160,7 +161,11 @@ class Linker:
 
     def must_copy(self, path: str) -> bool:
         """True if ``path`` matches a copy pattern (always copied, never reflinked)."""
-        return bool(self.copy_patterns) and any(fnmatch.fnmatchcase(path, pat) for pat in self.copy_patterns)
+        if not self.copy_patterns:
+            return False
+        import fnmatch
+
+        return any(fnmatch.fnmatchcase(path, pat) for pat in self.copy_patterns)
 
     def reflink_known(self, pair: tuple[int, int]) -> bool | None:
         return self._reflink.get(pair)
@@ -187,6 +192,8 @@ _tls = threading.local()
 def _zstd_dctx() -> zstandard.ZstdDecompressor:
     dctx = getattr(_tls, "dctx", None)
     if dctx is None:
+        import zstandard  # imported where used: it costs a start-up that reads no zstd blob ~1 ms
+
         dctx = _tls.dctx = zstandard.ZstdDecompressor()
     return dctx
 
@@ -242,6 +249,8 @@ def _gzip_chunks(fd: int, limit: int, label: str):
 
 
 def _zstd_chunks(fd: int, limit: int, label: str):
+    import zstandard
+
     reader = _zstd_dctx().stream_reader(_FdReader(fd), read_size=CHUNK, read_across_frames=True, closefd=False)
     total = 0
     try:
@@ -656,6 +665,8 @@ def _produce_small(data: bytes, dst: int, entry: FileEntry, encoding: str, verif
         # Frames written by streaming compressors (holofs' own, RCC's) often leave the content
         # size out: decode them in one call too, never into more than size + 1 bytes. Bytes
         # after a complete frame of the right size are ignored (the content is what is hashed).
+        import zstandard
+
         try:
             declared = zstandard.frame_content_size(data)
             if declared == -1:

@@ -23,7 +23,7 @@ def _assert_one_line_error(proc, *needles: str) -> None:
 
 
 def _all_commands() -> list[list[str]]:
-    from holofs.cli import cli
+    from holofs.cli.app import cli
 
     out: list[list[str]] = []
 
@@ -56,9 +56,9 @@ def test_command_map_matches_the_cmd_modules() -> None:
 
 @pytest.mark.parametrize("command", ["materialize", "mount"])
 def test_a_command_imports_only_its_module(command: str) -> None:
-    code = ("import sys\nfrom holofs.cli import cli\n"
+    code = ("import sys\nfrom holofs.cli.app import cli\n"
             f"cli(['{command}', '--help'], standalone_mode=False)\n"
-            "print(' '.join(sorted(m for m in sys.modules if m.startswith('holofs.cli.'))))\n")
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('holofs.cli.cmd_'))))\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.splitlines()[-1] == f"holofs.cli.cmd_{command}"
 

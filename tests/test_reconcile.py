@@ -251,8 +251,8 @@ def test_modes_exact_whatever_the_umask(tmp_path, umask):
     materialize(catalog, lib, reference, opts(tmp_path))
     target = tmp_path / "dst" / TARGET_NAME
     target.parent.mkdir()
-    code = ("import os, sys\nos.umask(int(sys.argv[1], 8))\nfrom holofs.cli import cli\n"
-            "cli(['materialize', '--relocate-name-only', '--no-progress', sys.argv[2], sys.argv[3]])\n")
+    code = ("import os, sys\nos.umask(int(sys.argv[1], 8))\nfrom holofs.cli import main\n"
+            "sys.argv = ['holofs', 'materialize', '--relocate-name-only', '--no-progress', *sys.argv[2:]]\nmain()\n")
     proc = subprocess.run([sys.executable, "-c", code, f"{umask:o}", catalog.source, target],
                           capture_output=True, text=True, env={**os.environ, "HOLOFS_CACHE": str(tmp_path / "c")})
     assert proc.returncode == 0, proc.stderr

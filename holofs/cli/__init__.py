@@ -1,4 +1,6 @@
-"""The ``holofs`` command line: one click group; each ``cmd_*.py`` module adds commands.
+"""The ``holofs`` command line: one click group (:mod:`holofs.cli.app`); each ``cmd_*.py``
+module adds commands. Plain command lines of the :data:`PLAIN` commands run without importing
+click at all (:mod:`holofs.cli.plain`).
 
 A command's module is imported only when that command runs or help lists it (importing them
 all took ~9 ms of ``import holofs.cli``). :data:`COMMANDS` says which module defines which
@@ -11,11 +13,14 @@ User mistakes and bad input surface as HolofsError and are printed as one line
 from __future__ import annotations
 
 import importlib
+import sys
 
-import click
+from .. import logs
+from .plain import parse, report_errors
 
-from .. import __version__, logs
-from ..errors import HolofsError
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import click
 
 COMMANDS: dict[str, str] = {
     "cache": "cmd_cache",
@@ -45,42 +50,28 @@ def register_module(group: click.Group, module: str) -> None:
     """Import ``cmd_*`` module ``module`` and let it add its commands to ``group``."""
     importlib.import_module(f"{__name__}.{module}").register(group)
 
-
-class _Group(click.Group):
-    """The top-level group: loads a command's module on first use (every module for a name
-    :data:`COMMANDS` does not know, so that click can suggest close matches), and prints a
-    HolofsError as one line."""
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS.keys() | self.commands.keys())
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name not in self.commands:
-            module = COMMANDS.get(cmd_name)
-            for each in [module] if module else command_modules():
-                register_module(self, each)
-        return self.commands.get(cmd_name)
-
-    def invoke(self, ctx: click.Context) -> object:
-        try:
-            return super().invoke(ctx)
-        except HolofsError as exc:
-            click.echo(f"holofs: error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("holofs: interrupted", err=True)
-            ctx.exit(130)
-        except BrokenPipeError:
-            ctx.exit(0)
+PLAIN: tuple[str, ...] = ("materialize",)
+"""Commands whose plain command lines run without click (:mod:`holofs.cli.plain`): their
+modules declare ``ARGUMENTS``, ``OPTIONS`` and ``run``, the command's function."""
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="holofs")
-@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
-def cli(verbose: int) -> None:
-    """holofs: RCC holotree environments, instantly (mount) or fast (materialize)."""
-    logs.configure(logs.WARNING - 10 * min(verbose, 2))
+def run_plain(args: list[str]) -> int | None:
+    """Run ``holofs <args>`` without click if it is a plain command line of a :data:`PLAIN`
+    command: the exit code; None if click must read it."""
+    if not args or args[0] not in PLAIN:
+        return None
+    module = importlib.import_module(f"{__name__}.{COMMANDS[args[0]]}")
+    kwargs = parse(args[1:], module.ARGUMENTS, module.OPTIONS)
+    if kwargs is None:
+        return None
+    logs.configure(logs.WARNING)  # as the group does without -v
+    return report_errors(lambda: module.run(**kwargs))
 
 
 def main() -> None:
+    code = run_plain(sys.argv[1:])
+    if code is not None:
+        raise SystemExit(code)
+    from .app import cli
+
     cli(prog_name="holofs")

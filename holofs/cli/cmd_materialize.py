@@ -3,41 +3,48 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+import sys
 
-import click
+from .plain import FLAG, INT_RANGE, MULTIPLE, Option, click_command
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    import click
+
+ARGUMENTS = ("catalog", "directory")
+OPTIONS = (
+    Option("--hololib", "hololib",
+           help="Hololib holding CATALOG (then CATALOG may be a catalog name or blueprint prefix)."),
+    Option("--strategy", "strategy", choices=("auto", "reflink", "copy", "hardlink"),
+           help="auto: reflink where the filesystem allows, else copy_file_range/copy. hardlink shares "
+                "the library's inodes (unrewritten raw blobs only; never write to such files)."),
+    Option("--verify", "verify", choices=("always", "trusted", "skip"),
+           help="Hash blobs: always, once per blob file (trusted, default), or never."),
+    Option("--workers", "workers", INT_RANGE, "Parallel workers.", low=1, high=256),
+    Option("--fast", "fast", FLAG, "Same as --verify trusted --strategy reflink.", default=None),
+    Option("--copy-pattern", "copy_patterns", MULTIPLE,
+           "Glob on the entry path; matching files are always copied, never shared (repeatable)."),
+    Option("--relocate-name-only", "relocate_name_only", FLAG,
+           "Allow a target in another base directory (only the identity name is rewritten)."),
+    Option("--keep-special-bits", "keep_special_bits", FLAG, "Keep setuid/setgid/sticky bits from the catalog."),
+    Option("--check", "check_only", FLAG,
+           "Only report whether DIRECTORY is complete, incomplete or modified (exit 0 if complete)."),
+    Option("--no-wait", "no_wait", FLAG,
+           "Fail at once if another holofs process is materializing DIRECTORY (default: wait)."),
+    Option("--json", "as_json", FLAG, "Print the result as JSON."),
+    Option("--no-progress", "no_progress", FLAG, "Never show a progress bar."),
+)
 
 
 def register(group: click.Group) -> None:
-    group.add_command(materialize_cmd)
+    group.add_command(click_command("materialize", run, ARGUMENTS, OPTIONS))
 
 
-@click.command("materialize")
-@click.argument("catalog")
-@click.argument("directory", type=click.Path(path_type=str))
-@click.option("--hololib", "hololib", default=None, type=click.Path(path_type=str),
-              help="Hololib holding CATALOG (then CATALOG may be a catalog name or blueprint prefix).")
-@click.option("--strategy", type=click.Choice(["auto", "reflink", "copy", "hardlink"]), default=None,
-              help="auto: reflink where the filesystem allows, else copy_file_range/copy. hardlink shares "
-                   "the library's inodes (unrewritten raw blobs only; never write to such files).")
-@click.option("--verify", type=click.Choice(["always", "trusted", "skip"]), default=None,
-              help="Hash blobs: always, once per blob file (trusted, default), or never.")
-@click.option("--workers", type=click.IntRange(1, 256), default=None, help="Parallel workers.")
-@click.option("--fast", is_flag=True, default=None, help="Same as --verify trusted --strategy reflink.")
-@click.option("--copy-pattern", "copy_patterns", multiple=True,
-              help="Glob on the entry path; matching files are always copied, never shared (repeatable).")
-@click.option("--relocate-name-only", is_flag=True,
-              help="Allow a target in another base directory (only the identity name is rewritten).")
-@click.option("--keep-special-bits", is_flag=True, help="Keep setuid/setgid/sticky bits from the catalog.")
-@click.option("--check", "check_only", is_flag=True,
-              help="Only report whether DIRECTORY is complete, incomplete or modified (exit 0 if complete).")
-@click.option("--no-wait", is_flag=True,
-              help="Fail at once if another holofs process is materializing DIRECTORY (default: wait).")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.option("--no-progress", is_flag=True, help="Never show a progress bar.")
-def materialize_cmd(catalog: str, directory: str, hololib: str | None, strategy: str | None, verify: str | None,
-                    workers: int | None, fast: bool | None, copy_patterns: tuple[str, ...], relocate_name_only: bool,
-                    keep_special_bits: bool, check_only: bool, no_wait: bool, as_json: bool, no_progress: bool) -> None:
+def run(catalog: str, directory: str, hololib: str | None, strategy: str | None, verify: str | None,
+        workers: int | None, fast: bool | None, copy_patterns: tuple[str, ...], relocate_name_only: bool,
+        keep_special_bits: bool, check_only: bool, no_wait: bool, as_json: bool, no_progress: bool) -> None:
     """Restore CATALOG into DIRECTORY, byte-exactly as RCC would.
 
     The target identity is DIRECTORY's basename; it must have the recorded identity's length
@@ -57,7 +64,7 @@ def materialize_cmd(catalog: str, directory: str, hololib: str | None, strategy:
         path, lib = catalog_file(catalog, hololib)
 
         def wait_hook(message: str) -> None:
-            click.echo(f"holofs: {message}", err=True)
+            print(f"holofs: {message}", file=sys.stderr)
 
         if not check_only:
             # A rerun on an intact tree is confirmed from the last restore's manifest: no catalog
@@ -95,11 +102,11 @@ def materialize_cmd(catalog: str, directory: str, hololib: str | None, strategy:
 
                 emit_json(report.as_dict())
             else:
-                click.echo(f"{report.status}: {report.target}")
+                print(f"{report.status}: {report.target}")
                 for line in report.problems[:50]:
-                    click.echo(f"  {line}")
+                    print(f"  {line}")
                 if len(report.problems) > 50:
-                    click.echo(f"  ... and {len(report.problems) - 50} more")
+                    print(f"  ... and {len(report.problems) - 50} more")
             raise SystemExit(0 if report.status == "complete" else 1)
 
         options = MaterializeOptions(
@@ -130,10 +137,10 @@ def _print_report(report: Any, as_json: bool) -> None:
     if as_json:
         emit_json(report.as_dict())
         return
-    click.echo(f"materialized {report.target} ({'fresh' if report.fresh else 'reconciled'})")
+    print(f"materialized {report.target} ({'fresh' if report.fresh else 'reconciled'})")
     native = f" ({report.native_files} by the native fast path)" if report.native_files else ""
-    click.echo(f"  {report.files_written} files written{native}, {report.files_intact} intact, {report.symlinks} "
+    print(f"  {report.files_written} files written{native}, {report.files_intact} intact, {report.symlinks} "
                f"symlinks, {report.removed_extras} extras removed, {report.dirs} dirs")
     for name, c in report.strategies.items():
-        click.echo(f"  {name:<16} {int(c['files']):>8} files {human_bytes(c['bytes']):>12} {c['seconds']:.2f} s")
-    click.echo(f"  took {report.seconds:.2f} s")
+        print(f"  {name:<16} {int(c['files']):>8} files {human_bytes(c['bytes']):>12} {c['seconds']:.2f} s")
+    print(f"  took {report.seconds:.2f} s")

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol
 
-import click
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any, Protocol
+
+    class Progress(Protocol):
+        def advance(self, n: int = 1, nbytes: int = 0) -> None: ...
 
 
 def emit_json(obj: Any) -> None:
     """Print one JSON document on stdout."""
-    click.echo(json.dumps(obj, indent=2, sort_keys=False, default=str))
+    import json
 
-
-class Progress(Protocol):
-    def advance(self, n: int = 1, nbytes: int = 0) -> None: ...
+    print(json.dumps(obj, indent=2, sort_keys=False, default=str))
 
 
 class _NoProgress:
