@@ -13,7 +13,6 @@ import os
 import threading
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import CatalogError, NotFound
@@ -30,33 +29,57 @@ MOTHER_TIME = 1610000000
 """RCC's fixed mtime/atime for every restored file and directory."""
 
 
-@dataclass(slots=True)
-class FileEntry:
+class _Record:
+    """``==`` and ``repr`` over the fields a model class lists in ``_FIELDS``, as a dataclass
+    has them: the model is written out by hand because importing dataclasses costs every
+    start-up ~12 ms (it imports inspect)."""
+
+    __slots__ = ()
+    _FIELDS: tuple[str, ...] = ()
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in self._FIELDS)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{f}={getattr(self, f)!r}' for f in self._FIELDS)})"
+
+
+class FileEntry(_Record):
     """A regular file (or a symlink to a file) as RCC records it."""
 
-    name: str
-    size: int
-    mode: int
-    digest: str
-    rewrite: list[int] = field(default_factory=list)
-    symlink: str = ""
+    __slots__ = _FIELDS = ("name", "size", "mode", "digest", "rewrite", "symlink")
+
+    def __init__(self, name: str, size: int, mode: int, digest: str, rewrite: list[int] | None = None,
+                 symlink: str = "") -> None:
+        self.name = name
+        self.size = size
+        self.mode = mode
+        self.digest = digest
+        self.rewrite: list[int] = [] if rewrite is None else rewrite
+        self.symlink = symlink
 
     @property
     def is_symlink(self) -> bool:
         return bool(self.symlink)
 
 
-@dataclass(slots=True)
-class DirEntry:
+class DirEntry(_Record):
     """A directory; ``symlink`` set means the directory is a symlink, ``shadow`` that it
     lies beneath one (recorded, never restored)."""
 
-    name: str
-    mode: int = GO_DIR | 0o755
-    subdirs: dict[str, DirEntry] = field(default_factory=dict)
-    files: dict[str, FileEntry] = field(default_factory=dict)
-    symlink: str = ""
-    shadow: bool = False
+    __slots__ = _FIELDS = ("name", "mode", "subdirs", "files", "symlink", "shadow")
+
+    def __init__(self, name: str, mode: int = GO_DIR | 0o755, subdirs: dict[str, DirEntry] | None = None,
+                 files: dict[str, FileEntry] | None = None, symlink: str = "", shadow: bool = False) -> None:
+        self.name = name
+        self.mode = mode
+        self.subdirs: dict[str, DirEntry] = {} if subdirs is None else subdirs
+        self.files: dict[str, FileEntry] = {} if files is None else files
+        self.symlink = symlink
+        self.shadow = shadow
 
     @property
     def is_symlink(self) -> bool:
@@ -142,29 +165,32 @@ class LinkedDir(DirEntry):
     def __eq__(self, other: object) -> bool:  # equal to the DirEntry it stands for
         if not isinstance(other, DirEntry):
             return NotImplemented
-        return all(getattr(self, f) == getattr(other, f) for f in _DIR_FIELDS)
+        return all(getattr(self, f) == getattr(other, f) for f in DirEntry._FIELDS)
 
     __hash__ = None  # type: ignore[assignment]  # as DirEntry's
 
 
-_DIR_FIELDS = ("name", "mode", "subdirs", "files", "symlink", "shadow")
+class Catalog(_Record):
+    """An RCC catalog (``htfs.Root``); ``validated``: validate.validate_catalog passed (not
+    part of the file format)."""
 
+    __slots__ = _FIELDS = ("identity", "path", "tree", "controller", "space", "platform", "blueprint", "lifted", "rcc",
+                           "source", "validated")
 
-@dataclass(slots=True)
-class Catalog:
-    """An RCC catalog (``htfs.Root``)."""
-
-    identity: str
-    path: str
-    tree: DirEntry
-    controller: str = ""
-    space: str = ""
-    platform: str = ""
-    blueprint: str = ""
-    lifted: bool = False
-    rcc: str | None = None
-    source: Path | None = None
-    validated: bool = False  # validate.validate_catalog passed (not part of the file format)
+    def __init__(self, identity: str, path: str, tree: DirEntry, controller: str = "", space: str = "",
+                 platform: str = "", blueprint: str = "", lifted: bool = False, rcc: str | None = None,
+                 source: Path | None = None, validated: bool = False) -> None:
+        self.identity = identity
+        self.path = path
+        self.tree = tree
+        self.controller = controller
+        self.space = space
+        self.platform = platform
+        self.blueprint = blueprint
+        self.lifted = lifted
+        self.rcc = rcc
+        self.source = source
+        self.validated = validated
 
     @property
     def base_dir(self) -> str:

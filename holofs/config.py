@@ -8,7 +8,6 @@ values and, in ``Settings.source[name]``, where each one came from.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
 
 from .errors import UsageError
 from .paths import default_cache_dir, default_config_file
@@ -26,24 +25,24 @@ def default_workers() -> int:
     return min(32, 2 * (os.cpu_count() or 1))
 
 
-@dataclass
 class Settings:
     """Effective settings; ``source[name]`` is "cli", "env HOLOFS_X", "file <path>", or "default"."""
 
-    strategy: str = "auto"
-    verify: str = "trusted"
-    compression: str = "gzip"
-    copy_patterns: tuple[str, ...] = ()
-    workers: int = field(default_factory=default_workers)
-    cache_dir: str = field(default_factory=lambda: os.fspath(default_cache_dir()))
-    fast: bool = False
-    source: dict[str, str] = field(default_factory=dict)
+    def __init__(self) -> None:
+        self.strategy = "auto"
+        self.verify = "trusted"
+        self.compression = "gzip"
+        self.copy_patterns: tuple[str, ...] = ()
+        self.workers = default_workers()
+        self.cache_dir = os.fspath(default_cache_dir())
+        self.fast = False
+        self.source: dict[str, str] = {}
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            f.name: {"value": list(v) if isinstance(v := getattr(self, f.name), tuple) else v,
-                     "source": self.source.get(f.name, "default")}
-            for f in fields(self) if f.name != "source"
+            name: {"value": list(v) if isinstance(v := getattr(self, name), tuple) else v,
+                   "source": self.source.get(name, "default")}
+            for name in NAMES
         }
 
 

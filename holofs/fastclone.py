@@ -24,7 +24,6 @@ import threading
 import time
 from array import array
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from .catalog import DirEntry, FileEntry
 from .library import blob_relpath
@@ -51,14 +50,15 @@ PROGRESS_EVERY = 0.1  # seconds between progress reports while the native call r
 MADE_CLONE, MADE_DECODE, MADE_COPY_RANGE, MADE_COPY = 1, 2, 3, 4
 
 
-@dataclass
 class ClonedTree:
-    """What :func:`clone_tree` did, and what it left."""
+    """What :func:`clone_tree` did, and what it left: ``left``, per directory, the names left
+    to do; ``dirs_stamped``, every directory made got its mode and the mother time, after its files."""
 
-    left: dict[str, list[str]] = field(default_factory=dict)  # per directory, names left to do
-    written: int = 0
-    verified: int = 0
-    dirs_stamped: bool = False  # every directory made got its mode and the mother time, after its files
+    def __init__(self, left: dict[str, list[str]], written: int, verified: int, dirs_stamped: bool) -> None:
+        self.left = left
+        self.written = written
+        self.verified = verified
+        self.dirs_stamped = dirs_stamped
 
 
 def available(linker: Linker) -> bool:

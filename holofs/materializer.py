@@ -16,7 +16,6 @@ import os
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import fastclone, forkpool
@@ -55,27 +54,35 @@ FD_SPARE = 32  # descriptors a restore needs beyond one per directory and two pe
 Job = list[tuple[str, DirEntry, "list[str] | None", bool]]
 
 
-@dataclass
 class MaterializeOptions:
-    strategy: str = "auto"
-    verify: VerifyPolicy = VerifyPolicy.TRUSTED
-    workers: int = 4
-    keep_special_bits: bool = False
-    relocate_name_only: bool = False
-    copy_patterns: tuple[str, ...] = ()
-    cache_dir: str | None = None
-    progress: Callable[[int], None] | None = None
-    total_hook: Callable[[int], None] | None = None
-    wait: bool = True
-    wait_hook: Callable[[str], None] | None = None
-    meanwhile: Callable[[], None] | None = None  # the caller's own work, done while workers run
+    """How to restore; ``meanwhile``: the caller's own work, done while the workers run."""
+
+    def __init__(self, strategy: str = "auto", verify: VerifyPolicy = VerifyPolicy.TRUSTED, workers: int = 4,
+                 keep_special_bits: bool = False, relocate_name_only: bool = False, copy_patterns: tuple[str, ...] = (),
+                 cache_dir: str | None = None, progress: Callable[[int], None] | None = None,
+                 total_hook: Callable[[int], None] | None = None, wait: bool = True,
+                 wait_hook: Callable[[str], None] | None = None, meanwhile: Callable[[], None] | None = None) -> None:
+        self.strategy = strategy
+        self.verify = verify
+        self.workers = workers
+        self.keep_special_bits = keep_special_bits
+        self.relocate_name_only = relocate_name_only
+        self.copy_patterns = copy_patterns
+        self.cache_dir = cache_dir
+        self.progress = progress
+        self.total_hook = total_hook
+        self.wait = wait
+        self.wait_hook = wait_hook
+        self.meanwhile = meanwhile
 
 
-@dataclass
 class CheckReport:
-    target: str
-    status: str  # complete | incomplete | modified
-    problems: list[str] = field(default_factory=list)
+    """What ``materialize --check`` found: ``status`` is complete, incomplete or modified."""
+
+    def __init__(self, target: str, status: str, problems: list[str]) -> None:
+        self.target = target
+        self.status = status
+        self.problems = problems
 
     def as_dict(self) -> dict[str, Any]:
         return {"target": self.target, "status": self.status, "problems": self.problems[:200],
@@ -103,25 +110,32 @@ def _validate(catalog: Catalog) -> None:
 # --- the restore -----------------------------------------------------------------------
 
 
-@dataclass
 class _Ctx:
-    lib: Hololib
-    relocation: Relocation
-    linker: Linker
-    store: VerifiedStore
-    policy: VerifyPolicy
-    keep_special: bool
-    root: str
-    known: dict[str, str] | None  # path -> digest of the previous complete-or-not restore
-    same_catalog: bool
-    dry_run: bool = False
-    direct: bool = False  # building a fresh private staging dir: files go straight to their names
-    target_dev: int | None = None
-    progress: Callable[[int], None] | None = None
-    dir_fds: dict[str, int] = field(default_factory=dict)  # rel -> fd, opened beneath the parent's fd
-    part_prefix: str = field(default_factory=part_suffix)
-    counter: Any = field(default_factory=itertools.count)
-    _perms: dict[int, int] = field(default_factory=dict)
+    """One restore's shared state. ``known``: path -> digest of the previous complete-or-not
+    restore; ``direct``: building a fresh private staging dir (files go straight to their
+    names); ``dir_fds``: rel -> fd, opened beneath the parent's fd."""
+
+    def __init__(self, lib: Hololib, relocation: Relocation, linker: Linker, store: VerifiedStore,
+                 policy: VerifyPolicy, keep_special: bool, root: str, known: dict[str, str] | None,
+                 same_catalog: bool, dry_run: bool = False, direct: bool = False, target_dev: int | None = None,
+                 progress: Callable[[int], None] | None = None) -> None:
+        self.lib = lib
+        self.relocation = relocation
+        self.linker = linker
+        self.store = store
+        self.policy = policy
+        self.keep_special = keep_special
+        self.root = root
+        self.known = known
+        self.same_catalog = same_catalog
+        self.dry_run = dry_run
+        self.direct = direct
+        self.target_dev = target_dev
+        self.progress = progress
+        self.dir_fds: dict[str, int] = {}
+        self.part_prefix = part_suffix()
+        self.counter = itertools.count()
+        self._perms: dict[int, int] = {}
 
     def perm(self, go_mode: int) -> int:
         """chmod bits for a Go mode (memoised: a tree has few distinct modes)."""
@@ -131,17 +145,19 @@ class _Ctx:
         return p
 
 
-@dataclass
 class _DirResult:
-    written: int = 0
-    intact: int = 0
-    times_fixed: int = 0
-    symlinks: int = 0
-    removed: int = 0
-    verified: int = 0
-    problems: list[str] = field(default_factory=list)
-    dir_changed: bool = False
-    current: str = ""
+    """What the work on some directories did (summed with :meth:`add`)."""
+
+    def __init__(self) -> None:
+        self.written = 0
+        self.intact = 0
+        self.times_fixed = 0
+        self.symlinks = 0
+        self.removed = 0
+        self.verified = 0
+        self.problems: list[str] = []
+        self.dir_changed = False
+        self.current = ""
 
     def add(self, other: _DirResult) -> None:
         self.written += other.written

@@ -8,7 +8,6 @@ the same length and, unless the user opts out, the same base directory.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from .catalog import Catalog
 from .errors import RelocationError
@@ -52,13 +51,15 @@ def find_offsets(data: bytes, needle: bytes) -> list[int]:
     return finder.offsets
 
 
-@dataclass(frozen=True, slots=True)
 class Relocation:
     """What to write over each rewrite offset when restoring to ``target``."""
 
-    recorded: bytes
-    target: bytes
-    target_path: str
+    __slots__ = ("recorded", "target", "target_path")
+
+    def __init__(self, recorded: bytes, target: bytes, target_path: str) -> None:
+        self.recorded = recorded
+        self.target = target
+        self.target_path = target_path
 
     @property
     def is_identity(self) -> bool:

@@ -27,7 +27,6 @@ import os
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from . import forkpool
 from .catalog import MOTHER_TIME, Catalog, DirEntry, catalog_bytes
@@ -262,23 +261,27 @@ def _dirs_intact(target: str, dirs: list[list[Any]]) -> int | None:
     return count
 
 
-@dataclass
 class MaterializeReport:
-    """What a restore did (``holofs materialize --json``)."""
+    """What a restore did (``holofs materialize --json``); ``native_files``: of
+    ``files_written``, those the native fast path made (holofs/fastclone.py)."""
 
-    target: str
-    fresh: bool
-    files_written: int = 0
-    files_intact: int = 0
-    times_fixed: int = 0
-    symlinks: int = 0
-    dirs: int = 0
-    removed_extras: int = 0
-    verified_blobs: int = 0
-    native_files: int = 0  # of files_written, those the native fast path made (holofs/fastclone.py)
-    strategies: dict[str, dict[str, float]] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    seconds: float = 0.0
+    def __init__(self, target: str, fresh: bool, files_written: int = 0, files_intact: int = 0, times_fixed: int = 0,
+                 symlinks: int = 0, dirs: int = 0, removed_extras: int = 0, verified_blobs: int = 0,
+                 native_files: int = 0, strategies: dict[str, dict[str, float]] | None = None,
+                 warnings: list[str] | None = None, seconds: float = 0.0) -> None:
+        self.target = target
+        self.fresh = fresh
+        self.files_written = files_written
+        self.files_intact = files_intact
+        self.times_fixed = times_fixed
+        self.symlinks = symlinks
+        self.dirs = dirs
+        self.removed_extras = removed_extras
+        self.verified_blobs = verified_blobs
+        self.native_files = native_files
+        self.strategies: dict[str, dict[str, float]] = strategies or {}
+        self.warnings: list[str] = warnings or []
+        self.seconds = seconds
 
     def as_dict(self) -> dict[str, Any]:
         return {

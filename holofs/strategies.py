@@ -35,7 +35,6 @@ import os
 import threading
 import time
 import zlib
-from dataclasses import dataclass
 
 try:  # zlib-ng inflates about twice as fast as zlib, with the same API and output
     from zlib_ng import zlib_ng as inflate_lib
@@ -88,18 +87,22 @@ _OPEN_BLOB = os.O_RDONLY | os.O_CLOEXEC
 _INFLATE_ERRORS = (zlib.error, inflate_lib.error)
 
 
-@dataclass(slots=True)
 class StrategyCounter:
-    files: int = 0
-    bytes: int = 0
-    seconds: float = 0.0
+    __slots__ = ("files", "bytes", "seconds")
+
+    def __init__(self) -> None:
+        self.files = 0
+        self.bytes = 0
+        self.seconds = 0.0
 
 
-@dataclass(slots=True)
 class ProduceResult:
-    strategy: str
-    nbytes: int
-    verified: bool
+    __slots__ = ("strategy", "nbytes", "verified")
+
+    def __init__(self, strategy: str, nbytes: int, verified: bool) -> None:
+        self.strategy = strategy
+        self.nbytes = nbytes
+        self.verified = verified
 
 
 class Linker:
