@@ -33,10 +33,9 @@ from .restore_state import (
     State,
     catalog_digests,
     catalog_fingerprint,
-    catalog_manifest,
     confirm_intact,
-    encode_body,
     live_dirs,
+    manifest_body,
     state_path,
     target_lock,
 )
@@ -631,7 +630,7 @@ def materialize(catalog: Catalog, lib: Hololib, target: str | os.PathLike[str],
                 body: list[bytes] = []  # the state's manifest, encoded while the workers run
 
                 def encode_manifest() -> None:
-                    body.append(encode_body({"manifest": catalog_manifest(catalog, ctx.perm)}))
+                    body.append(manifest_body(catalog, ctx.perm, fingerprint, opts.keep_special_bits, cache_dir))
                     if opts.meanwhile is not None:
                         opts.meanwhile()
 

@@ -340,3 +340,39 @@ def test_quick_intact_check_of_a_big_tree_is_split_and_still_exact(tmp_path):
         assert tree_is_intact(os.fspath(target), manifest) is None, rel
         os.chmod(path, files[name][1])
     assert tree_is_intact(os.fspath(target), manifest) == report.files_written + report.symlinks
+
+
+def test_kept_manifest_is_reused_only_for_the_same_catalog_and_rule(restored, tmp_path):
+    """The encoded manifest kept per catalog path is read back only for the same catalog
+    content and the same keep-special rule; anything else builds it again and replaces it."""
+    import marshal
+
+    from holofs.modes import permissions
+    from holofs.restore_state import MANIFESTS, State, catalog_fingerprint, manifest_body
+
+    tree, catalog, lib, target = restored
+    cache = str(tmp_path / "cache")
+    kept = list((tmp_path / "cache" / MANIFESTS).iterdir())
+    assert len(kept) == 1 and kept[0].stat().st_mode & 0o777 == 0o600
+    state = State.read(state_path(str(target)))
+    assert state is not None and kept[0].read_bytes().endswith(b"\n" + state.blob)  # the restore's own body
+
+    def perm(mode: int) -> int:
+        return permissions(mode, keep_special=False)
+
+    fingerprint = catalog_fingerprint(catalog)
+    built = manifest_body(catalog, perm, fingerprint, False, cache)
+    tag = kept[0].read_bytes()[: -len(built)]
+    kept[0].write_bytes(tag + marshal.dumps({"manifest": "kept"}))
+    assert marshal.loads(manifest_body(catalog, perm, fingerprint, False, cache)) == {"manifest": "kept"}
+    for other in [("0" * 64, False), (fingerprint, True)]:  # another catalog content; another rule
+        kept[0].write_bytes(tag + marshal.dumps({"manifest": "kept"}))
+        assert marshal.loads(manifest_body(catalog, perm, other[0], other[1], cache)) == marshal.loads(built)
+        assert not kept[0].read_bytes().startswith(tag)
+    # A new catalog at a path already kept: the state describes the new tree.
+    (tree.root / "lib/new.txt").write_text("new\n")
+    catalog_b = read_catalog(import_tree(tree.root, lib.root, workers=2).catalog_path)
+    materialize(catalog_b, lib, target, opts(tmp_path))
+    state = State.read(state_path(str(target)))
+    assert "new.txt" in next(files for rel, files, *_ in state.manifest() if rel == "lib")
+    assert materialize(catalog_b, lib, target, opts(tmp_path)).files_intact == len(tree.files) + len(tree.symlinks) + 1
