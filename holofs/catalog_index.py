@@ -15,6 +15,9 @@ none of them: they are read from the catalog file again (its identity checked) o
 something reads that directory's ``subdirs`` or ``files`` (:class:`holofs.catalog.LinkedDir`):
 for such a catalog, half the entries are never decoded, nor written to the index.
 
+Each directory's files stay the index's rows (:class:`holofs.catalog.RowsDir`) until
+something reads ``files``: a restore reads the rows themselves.
+
 One index file per catalog path, so the directory does not grow with catalog versions.
 """
 
@@ -30,8 +33,8 @@ from pathlib import Path
 from .catalog import (
     Catalog,
     DirEntry,
-    FileEntry,
     LinkedDir,
+    RowsDir,
     catalog_json,
     gc_paused,
     parse_catalog,
@@ -73,10 +76,8 @@ def _decode_dir(t: tuple[Any, ...], path: Path, identity: tuple[int, ...]) -> Di
     name, mode, symlink, shadow, subdirs, files = t
     if subdirs is None:
         return LinkedDir(name, mode, symlink, shadow, functools.partial(_reread, path, identity, files), files)
-    d = DirEntry(name=name, mode=mode, symlink=symlink, shadow=shadow)
+    d = RowsDir(name, mode, symlink, shadow, files)
     d.subdirs = {s[0]: _decode_dir(s, path, identity) for s in subdirs}
-    d.files = {fname: FileEntry(fname, size, fmode, digest, list(rewrite), fsymlink)
-               for fname, size, fmode, digest, rewrite, fsymlink in files}
     return d
 
 

@@ -25,7 +25,7 @@ import time
 from array import array
 from collections.abc import Callable
 
-from .catalog import DirEntry, FileEntry
+from .catalog import DirEntry, file_rows
 from .library import blob_relpath
 from .strategies import (
     COMPRESSED_REFLINK_WARNING,
@@ -90,7 +90,6 @@ def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: i
     modes: list[int] = []
     sizes: list[int] = []
     rewrites: list[tuple[int, ...]] = []
-    entries: list[FileEntry] = []
     left: dict[str, list[str]] = {}
     patterns = bool(linker.copy_patterns)
     perms: dict[int, int] = {}
@@ -99,22 +98,22 @@ def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: i
         parent, _, name = rel.rpartition("/")
         dir_parents.append(index[parent] if rel else -1)
         dir_names.append(name)
-        for fname, entry in node.files.items():
-            offsets = tuple(entry.rewrite) if ident and entry.rewrite else ()
-            if (entry.symlink or (offsets and not all(0 <= o <= entry.size - len(ident) for o in offsets))
+        for fname, size, go_mode, digest, offsets, symlink in file_rows(node):
+            if not ident:
+                offsets = ()
+            if (symlink or (offsets and not all(0 <= o <= size - len(ident) for o in offsets))
                     or (patterns and linker.must_copy(f"{rel}/{fname}" if rel else fname))):
                 left.setdefault(rel, []).append(fname)  # (a bad offset: the general path reports it)
                 continue
-            mode = perms.get(entry.mode)
+            mode = perms.get(go_mode)
             if mode is None:
-                mode = perms[entry.mode] = perm(entry.mode)
+                mode = perms[go_mode] = perm(go_mode)
             file_dirs.append(i)
-            digests.append(entry.digest)
+            digests.append(digest)
             names.append(fname)
             modes.append(mode)
-            sizes.append(entry.size)
+            sizes.append(size)
             rewrites.append(offsets)
-            entries.append(entry)
     # What the C code hashes: every blob (always), those whose blob file is not recorded as
     # verified (trusted), none (skip).
     hashing = {VerifyPolicy.TRUSTED: 1, VerifyPolicy.SKIP: 2}.get(policy, 0)
@@ -164,7 +163,7 @@ def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: i
         missing = store.unverified_keys([key for _i, key in check])
         check = [(i, key) for i, key in check if key in missing]
     if check:
-        _verify(lib_fd, dir_fds, check, entries, names, file_dirs, rels, store, threads)
+        _verify(lib_fd, dir_fds, check, digests, sizes, names, file_dirs, rels, store, threads)
     store.mark_verified_keys(hashed.values())
     nonempty = [i for i in cloned if sizes[i]]
     share = seconds / max(1, written - (len(cloned) - len(nonempty)))  # the threads' time per file with data
@@ -187,24 +186,23 @@ def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: i
     return ClonedTree(left=left, written=written, verified=len(check) + len(hashed), dirs_stamped=dirs_stamped)
 
 
-def _verify(lib_fd: int, dir_fds: dict[str, int], check: list[tuple[int, str]], entries: list[FileEntry],
+def _verify(lib_fd: int, dir_fds: dict[str, int], check: list[tuple[int, str]], digests: list[str], sizes: list[int],
             names: list[str], file_dirs: list[int], rels: list[str], store: VerifiedStore, threads: int) -> None:
     """Hash the blobs behind ``check`` (in threads: hashlib releases the GIL); record the good
     ones; on the first mismatch remove that clone and raise CorruptBlob."""
 
     def one(item: tuple[int, str]) -> None:
         i, key = item
-        entry = entries[i]
-        src = os.open(blob_relpath(entry.digest), os.O_RDONLY | os.O_CLOEXEC, dir_fd=lib_fd)
+        src = os.open(blob_relpath(digests[i]), os.O_RDONLY | os.O_CLOEXEC, dir_fd=lib_fd)
         try:
-            actual = _hash_fd(src, entry.size, entry.digest)
+            actual = _hash_fd(src, sizes[i], digests[i])
         finally:
             os.close(src)
-        if actual != entry.digest:
+        if actual != digests[i]:
             rel = rels[file_dirs[i]]
             with contextlib.suppress(OSError):
                 os.unlink(names[i], dir_fd=dir_fds[rel])
-            raise _corrupt(f"{rel}/{names[i]}" if rel else names[i], entry, actual)
+            raise _corrupt(f"{rel}/{names[i]}" if rel else names[i], digests[i], actual)
         store.mark_verified_key(key)
 
     def share(items: list[tuple[int, str]]) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import fastclone, forkpool
-from .catalog import Catalog, DirEntry, FileEntry
+from .catalog import Catalog, DirEntry, FileEntry, file_count
 from .digest import algorithm_of, new_hasher
 from .errors import CatalogError, HolofsError, NoSpace, UnsafePath, UsageError
 from .fsutil import DIR_FLAGS, part_suffix, raise_for_disk, reserve_fds
@@ -576,7 +576,7 @@ def materialize(catalog: Catalog, lib: Hololib, target: str | os.PathLike[str],
     linker = Linker(opts.strategy, opts.copy_patterns)
     store = VerifiedStore(cache_dir, buffered=True)
     dirs = list(live_dirs(catalog.tree))
-    nfiles = sum(len(n.files) for _r, n in dirs)
+    nfiles = sum(file_count(n) for _r, n in dirs)
     if opts.total_hook is not None:
         opts.total_hook(nfiles)
     name_only = os.path.dirname(catalog.path) != os.path.dirname(target)

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 
 from . import forkpool
-from .catalog import MOTHER_TIME, Catalog, DirEntry, catalog_bytes
+from .catalog import MOTHER_TIME, Catalog, DirEntry, catalog_bytes, file_rows
 from .errors import Busy, HolofsError
 from .fsutil import DIR_FLAGS, atomic_write_bytes
 
@@ -89,11 +89,11 @@ def catalog_manifest(catalog: Catalog, perm) -> list[list[Any]]:
         files: dict[str, list[Any]] = {}
         links: dict[str, str] = {}
         subdirs, optional = [], []
-        for name, f in node.files.items():
-            if f.symlink:
-                links[name] = f.symlink
+        for name, size, mode, digest, _rewrite, symlink in file_rows(node):
+            if symlink:
+                links[name] = symlink
             else:
-                files[name] = [f.size, perm(f.mode), f.digest]
+                files[name] = [size, perm(mode), digest]
         for name, sub in node.subdirs.items():
             if sub.symlink:
                 links[name] = sub.symlink

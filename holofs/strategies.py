@@ -325,11 +325,9 @@ def _hash_view(data: memoryview | mmap.mmap, alg: str | None) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _corrupt(label: str, entry: FileEntry, actual: str, detail: str = "") -> CorruptBlob:
+def _corrupt(label: str, expected: str, actual: str, detail: str = "") -> CorruptBlob:
     extra = f" ({detail})" if detail else ""
-    return CorruptBlob(
-        f"{label}: corrupted hololib blob, expected digest {entry.digest}, actual {actual}{extra}"
-    )
+    return CorruptBlob(f"{label}: corrupted hololib blob, expected digest {expected}, actual {actual}{extra}")
 
 
 def _rewrites_of(entry: FileEntry, relocation: Relocation | None, label: str) -> tuple[list[int], bytes]:
@@ -457,7 +455,7 @@ def produce_file(
             if verify:
                 actual = _hash_fd(src, st.st_size, digest)
                 if actual != digest:
-                    raise _corrupt(label, entry, actual)
+                    raise _corrupt(label, entry.digest, actual)
             try:
                 os.link(blob, dest, dst_dir_fd=dir_fd)
                 ok = True
@@ -569,7 +567,7 @@ def _produce_raw(src: int, dst: int, entry: FileEntry, st: os.stat_result, linke
     if verify:
         actual = _hash_fd(src, size, entry.digest)
         if actual != entry.digest:
-            raise _corrupt(label, entry, actual)
+            raise _corrupt(label, entry.digest, actual)
     for off in rewrites:
         os.pwrite(dst, ident, off)
     return strategy
@@ -590,7 +588,7 @@ def _produce_native(src: int, blob_size: int, dst: int, entry: FileEntry, verify
     if digest is None:
         return False
     if verify and digest.hex() != entry.digest:
-        raise _corrupt(label, entry, digest.hex())
+        raise _corrupt(label, entry.digest, digest.hex())
     return True
 
 
@@ -658,9 +656,9 @@ def _produce_small(data: bytes, dst: int, entry: FileEntry, encoding: str, verif
         try:
             out = d.decompress(data, size + 1)
         except _INFLATE_ERRORS as exc:
-            raise _corrupt(label, entry, "(undecodable)", f"gzip data is corrupt ({exc})") from None
+            raise _corrupt(label, entry.digest, "(undecodable)", f"gzip data is corrupt ({exc})") from None
         if len(out) > size:
-            raise _corrupt(label, entry, "(not computed: content too large)",
+            raise _corrupt(label, entry.digest, "(not computed: content too large)",
                            f"decodes to more than the recorded {size} bytes")
         if not d.eof or d.unused_data:
             return False  # truncated, or several members: let the streaming path say which
@@ -689,10 +687,10 @@ def _produce_small(data: bytes, dst: int, entry: FileEntry, encoding: str, verif
         h.update(out)
         actual = h.hexdigest()
     if len(out) != size:
-        raise _corrupt(label, entry, actual if verify else "(not computed)",
+        raise _corrupt(label, entry.digest, actual if verify else "(not computed)",
                        f"decodes to {len(out)} bytes, catalog says {size}")
     if verify and actual != entry.digest:
-        raise _corrupt(label, entry, actual)
+        raise _corrupt(label, entry.digest, actual)
     if rewrites:
         buf = bytearray(out)
         n = len(ident)
@@ -724,15 +722,15 @@ def _produce_stream(src: int, dst: int, entry: FileEntry, encoding: str, verify:
                 _write_all(dst, chunk)
             pos += len(chunk)
     except CorruptBlob as exc:
-        raise _corrupt(label, entry, "(undecodable)", str(exc).split(": ", 1)[-1]) from None
+        raise _corrupt(label, entry.digest, "(undecodable)", str(exc).split(": ", 1)[-1]) from None
     except _TooBig:
         actual = "(not computed: content too large)"
-        raise _corrupt(label, entry, actual, f"decodes to more than the recorded {entry.size} bytes") from None
+        raise _corrupt(label, entry.digest, actual, f"decodes to more than the recorded {entry.size} bytes") from None
     if pos != entry.size:
         actual = hasher.hexdigest() if hasher is not None else "(not computed)"
-        raise _corrupt(label, entry, actual, f"decodes to {pos} bytes, catalog says {entry.size}")
+        raise _corrupt(label, entry.digest, actual, f"decodes to {pos} bytes, catalog says {entry.size}")
     if hasher is not None:
         actual = hasher.hexdigest()
         if actual != entry.digest:
-            raise _corrupt(label, entry, actual)
+            raise _corrupt(label, entry.digest, actual)
     return strategy

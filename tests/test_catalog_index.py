@@ -81,7 +81,7 @@ def test_materialize_uses_the_index(rcc_catalog: Path, tmp_path: Path, holofs_cl
 def test_shadow_subtrees_stay_packed_until_read(tmp_path: Path) -> None:
     from support.trees import IDENTITY, make_env_tree
 
-    from holofs.catalog import LinkedDir, iter_dirs
+    from holofs.catalog import LinkedDir, RowsDir, iter_dirs
     from holofs.importer import import_tree
     from holofs.library import Hololib
     from holofs.materializer import MaterializeOptions, materialize
@@ -103,8 +103,14 @@ def test_shadow_subtrees_stay_packed_until_read(tmp_path: Path) -> None:
     materialize(indexed, Hololib.open(tmp_path / "lib"), target,
                 MaterializeOptions(relocate_name_only=True, cache_dir=os.fspath(cache)))
     assert all(d._packed is not None for d in linked.values())  # a restore never looks beneath
+    # Nor makes FileEntry objects, but for directories it leaves to Python (symlinks in them).
+    with_links = {rel for rel, d in live_dirs(parsed.tree)
+                  if any(f.symlink for f in d.files.values()) or any(s.symlink for s in d.subdirs.values())}
+    rows = dict(live_dirs(indexed.tree))
+    assert all(type(d) is RowsDir for d in rows.values()) and len(rows) > len(with_links) + 3
+    assert all(d._rows is not None for rel, d in rows.items() if rel not in with_links)
     assert indexed.tree == parsed.tree and parsed.tree == indexed.tree  # unpacked on demand, both ways
-    assert all(d._packed is None for d in linked.values())
+    assert all(d._packed is None for d in linked.values()) and all(d._rows is None for d in rows.values())
     seen = {f"{rel}/{name}" for rel, d in iter_dirs(indexed.tree) for name in d.files}
     assert env.shadow_files <= seen
     assert catalog_bytes(indexed) == catalog_bytes(parsed)
