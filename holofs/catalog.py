@@ -222,11 +222,13 @@ def file_count(node: DirEntry) -> int:
 
 
 class Catalog(_Record):
-    """An RCC catalog (``htfs.Root``); ``validated``: validate.validate_catalog passed (not
-    part of the file format)."""
+    """An RCC catalog (``htfs.Root``). Not part of the file format: ``validated``,
+    validate.validate_catalog passed; ``fingerprint``, the SHA-256 of the file it was read
+    from, when known."""
 
-    __slots__ = _FIELDS = ("identity", "path", "tree", "controller", "space", "platform", "blueprint", "lifted", "rcc",
-                           "source", "validated")
+    _FIELDS = ("identity", "path", "tree", "controller", "space", "platform", "blueprint", "lifted", "rcc", "source",
+               "validated")
+    __slots__ = (*_FIELDS, "fingerprint")
 
     def __init__(self, identity: str, path: str, tree: DirEntry, controller: str = "", space: str = "",
                  platform: str = "", blueprint: str = "", lifted: bool = False, rcc: str | None = None,
@@ -242,6 +244,7 @@ class Catalog(_Record):
         self.rcc = rcc
         self.source = source
         self.validated = validated
+        self.fingerprint: str | None = None
 
     @property
     def base_dir(self) -> str:

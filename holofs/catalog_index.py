@@ -4,7 +4,8 @@ Parsing an RCC catalog (gunzip, JSON, building the tree) and validating it costs
 a 35k-entry catalog, on every ``materialize`` and ``mount``. The first load keeps the result
 in ``<cache>/catalogs/<sha256(absolute path)>`` (0600, directory 0700): the tree as nested
 tuples in ``marshal`` form, with the identity of the catalog file it came from (st_dev,
-st_ino, size, mtime_ns, ctime_ns). A later load of the same path with the same identity reads
+st_ino, size, mtime_ns, ctime_ns) and the SHA-256 of its bytes (a restore's fingerprint of
+the catalog, which then need not be read and hashed again). A later load of the same path with the same identity reads
 that instead and skips validation (only validated catalogs are stored). Any change to the
 file (a new inode, or an in-place write: new ctime) makes it parse and validate again. The
 index is an optimisation: unreadable, stale or foreign index files are ignored and replaced.
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
 
     from .catalog import JsonPair
 
-FORMAT = 3  # bump when Catalog/DirEntry/FileEntry fields change
+FORMAT = 4  # bump when Catalog/DirEntry/FileEntry fields change
 MARSHAL_VERSION = 2  # no back-references: writing is ~2.5x faster, reading as fast, the file ~10% bigger
 SUBDIR = "catalogs"
 
@@ -106,7 +107,7 @@ def _reread(path: Path, identity: tuple[int, ...], where: str) -> JsonPair:
 
 
 def _header(c: Catalog) -> tuple[Any, ...]:
-    return (c.identity, c.path, c.controller, c.space, c.platform, c.blueprint, c.lifted, c.rcc)
+    return (c.identity, c.path, c.controller, c.space, c.platform, c.blueprint, c.lifted, c.rcc, c.fingerprint)
 
 
 def _from_index(data: bytes, identity: tuple[int, ...], path: Path) -> Catalog | None:
@@ -114,9 +115,10 @@ def _from_index(data: bytes, identity: tuple[int, ...], path: Path) -> Catalog |
         fmt, stored_identity, header, tree = marshal.loads(data)
         if fmt != FORMAT or tuple(stored_identity) != identity:
             return None
-        ident, cpath, controller, space, platform, blueprint, lifted, rcc = header
+        ident, cpath, controller, space, platform, blueprint, lifted, rcc, fingerprint = header
         catalog = Catalog(identity=ident, path=cpath, tree=_decode_dir(tree, path, identity), controller=controller, space=space,
                           platform=platform, blueprint=blueprint, lifted=lifted, rcc=rcc, source=path)
+        catalog.fingerprint = fingerprint
     except (ValueError, TypeError, EOFError, IndexError, RecursionError):
         return None
     catalog.validated = True
@@ -145,13 +147,15 @@ def load_indexed(path: str | os.PathLike[str], cache_root: str | os.PathLike[str
 
 def read_validated(path: str | os.PathLike[str]) -> Catalog:
     """Read, parse and validate the catalog file at ``path`` (CatalogError/NotFound on bad
-    input); ``validated`` set."""
+    input); ``validated`` and ``fingerprint`` set."""
     from .validate import validate_catalog
 
     path = Path(path)
-    catalog = parse_catalog(read_catalog_bytes(path), path)
+    raw = read_catalog_bytes(path)
+    catalog = parse_catalog(raw, path)
     validate_catalog(catalog)
     catalog.validated = True
+    catalog.fingerprint = hashlib.sha256(raw).hexdigest()
     return catalog
 
 

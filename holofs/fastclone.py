@@ -23,7 +23,7 @@ import os
 import threading
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from .catalog import DirEntry, file_rows
 from .library import blob_relpath
@@ -148,9 +148,14 @@ def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: i
     fds, made, unverified, hashed, dirs_stamped = outcome[0]
     dir_fds.update((rel, fds[i]) for rel, i in index.items() if i and fds[i] >= 0)
     rels = [rel for rel, _node in dirs]
-    by_kind: dict[int, list[int]] = {}  # made[i] -> the files i made that way (0: not made)
-    for i, kind in enumerate(made):
-        by_kind.setdefault(kind, []).append(i)
+    # made[i] -> the files i made that way (0: not made)
+    if made.count(MADE_CLONE) == len(made):  # the usual outcome, without a loop over every file
+        by_kind: dict[int, Sequence[int]] = {MADE_CLONE: range(len(made))} if made else {}
+    else:
+        lists: dict[int, list[int]] = {}
+        for i, kind in enumerate(made):
+            lists.setdefault(kind, []).append(i)
+        by_kind = dict(lists)
     for i in by_kind.pop(0, []):
         left.setdefault(rels[file_dirs[i]], []).append(names[i])
     cloned, decoded = by_kind.get(MADE_CLONE, []), by_kind.get(MADE_DECODE, [])
@@ -165,11 +170,14 @@ def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: i
     if check:
         _verify(lib_fd, dir_fds, check, digests, sizes, names, file_dirs, rels, store, threads)
     store.mark_verified_keys(hashed.values())
-    nonempty = [i for i in cloned if sizes[i]]
-    share = seconds / max(1, written - (len(cloned) - len(nonempty)))  # the threads' time per file with data
+    if len(cloned) == len(sizes):
+        nonempty, cloned_bytes = len(sizes) - sizes.count(0), sum(sizes)
+    else:
+        nonempty, cloned_bytes = sum(1 for i in cloned if sizes[i]), sum(sizes[i] for i in cloned)
+    share = seconds / max(1, written - (len(cloned) - nonempty))  # the threads' time per file with data
     if nonempty:
         linker._set(linker._reflink, pair, True)
-        linker.record(REFLINK, sum(sizes[i] for i in nonempty), share * len(nonempty), files=len(nonempty))
+        linker.record(REFLINK, cloned_bytes, share * nonempty, files=nonempty)
     elif ranged or copied:
         linker._set(linker._reflink, pair, False)
     if (ranged or copied) and linker.mode == "reflink":
@@ -177,8 +185,8 @@ def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: i
     if ranged:
         linker._set(linker._cfr, pair, True)
         linker.record(COPY_FILE_RANGE, sum(sizes[i] for i in ranged), share * len(ranged), files=len(ranged))
-    if len(cloned) > len(nonempty) or copied:
-        linker.record(COPY, sum(sizes[i] for i in copied), share * len(copied), files=len(cloned) - len(nonempty) + len(copied))
+    if len(cloned) > nonempty or copied:
+        linker.record(COPY, sum(sizes[i] for i in copied), share * len(copied), files=len(cloned) - nonempty + len(copied))
     if decoded:
         linker.record(DECOMPRESS, sum(sizes[i] for i in decoded), share * len(decoded), files=len(decoded))
         if linker.mode == "reflink":

@@ -53,6 +53,9 @@ def file_fingerprint(path: str | os.PathLike[str]) -> str:
 
 
 def catalog_fingerprint(catalog: Catalog) -> str:
+    """The SHA-256 of the catalog's file (known from reading it, or read again), else of its bytes."""
+    if catalog.fingerprint:
+        return catalog.fingerprint
     if catalog.source is not None:
         try:
             return file_fingerprint(catalog.source)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import stat
 from pathlib import Path
@@ -26,6 +27,8 @@ def test_second_load_comes_from_the_index(rcc_catalog: Path, tmp_path: Path) -> 
     assert save2 is None and second.validated
     assert catalog_bytes(second) == catalog_bytes(read_catalog(rcc_catalog))
     assert second.source == Path(rcc_catalog) and second.identity == first.identity
+    # The file's SHA-256 comes with it (a restore's fingerprint of the catalog, not hashed again).
+    assert first.fingerprint == second.fingerprint == hashlib.sha256(Path(rcc_catalog).read_bytes()).hexdigest()
 
 
 def test_changed_catalog_file_is_parsed_again(rcc_catalog: Path, tmp_path: Path) -> None:
@@ -43,6 +46,7 @@ def test_changed_catalog_file_is_parsed_again(rcc_catalog: Path, tmp_path: Path)
     os.utime(rcc_catalog, ns=(st.st_atime_ns, st.st_mtime_ns))
     again, save = load_catalog(rcc_catalog, cache)
     assert save is not None and again.tree.files[name].size == catalog.tree.files[name].size
+    assert again.fingerprint == hashlib.sha256(Path(rcc_catalog).read_bytes()).hexdigest()
 
 
 def test_damaged_index_is_ignored(rcc_catalog: Path, tmp_path: Path) -> None:
