@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import gzip
 import hashlib
 import json
 import marshal
@@ -144,6 +143,8 @@ class State:
                 elif self.header.get("version") == STATE_VERSION:
                     self._body = marshal.loads(self.blob)
                 else:
+                    import gzip  # a version 2 body: gzip'd JSON
+
                     self._body = json.loads(gzip.decompress(self.blob))
             except (OSError, ValueError, EOFError, TypeError):
                 self._body = {}
