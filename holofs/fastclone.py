@@ -84,36 +84,27 @@ def clone_tree(lib_fd: int, lib_dev: int, dir_fds: dict[str, int], target_dev: i
     index: dict[str, int] = {}
     dir_parents: list[int] = []
     dir_names: list[str] = []
-    file_dirs: list[int] = []
-    digests: list[str] = []
-    names: list[str] = []
-    modes: list[int] = []
-    sizes: list[int] = []
-    rewrites: list[tuple[int, ...]] = []
+    dir_rows: list[Sequence[tuple]] = []
     left: dict[str, list[str]] = {}
-    patterns = bool(linker.copy_patterns)
-    perms: dict[int, int] = {}
     for i, (rel, node) in enumerate(dirs):
         index[rel] = i
         parent, _, name = rel.rpartition("/")
         dir_parents.append(index[parent] if rel else -1)
         dir_names.append(name)
-        for fname, size, go_mode, digest, offsets, symlink in file_rows(node):
-            if not ident:
-                offsets = ()
-            if (symlink or (offsets and not all(0 <= o <= size - len(ident) for o in offsets))
-                    or (patterns and linker.must_copy(f"{rel}/{fname}" if rel else fname))):
-                left.setdefault(rel, []).append(fname)  # (a bad offset: the general path reports it)
-                continue
-            mode = perms.get(go_mode)
-            if mode is None:
-                mode = perms[go_mode] = perm(go_mode)
-            file_dirs.append(i)
-            digests.append(digest)
-            names.append(fname)
-            modes.append(mode)
-            sizes.append(size)
-            rewrites.append(offsets)
+        rows = file_rows(node)
+        if linker.copy_patterns:  # files matching a copy pattern are left to the general path
+            kept = []
+            for row in rows:
+                if linker.must_copy(f"{rel}/{row[0]}" if rel else row[0]):
+                    left.setdefault(rel, []).append(row[0])
+                else:
+                    kept.append(row)
+            rows = kept
+        dir_rows.append(rows)
+    # Symlinks, and files with a rewrite range outside the file (the general path reports it), are left too.
+    file_dirs, digests, names, modes, sizes, rewrites, leave = _native.flatten_rows(dir_rows, {}, perm, len(ident))
+    for i, fname in leave:
+        left.setdefault(dirs[i][0], []).append(fname)
     # What the C code hashes: every blob (always), those whose blob file is not recorded as
     # verified (trusted), none (skip).
     hashing = {VerifyPolicy.TRUSTED: 1, VerifyPolicy.SKIP: 2}.get(policy, 0)

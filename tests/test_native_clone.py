@@ -413,3 +413,35 @@ def test_materialize_same_result_with_and_without_the_loop(tmp_path, monkeypatch
         assert counts(native) == counts(python)
         assert native.files_written == python.files_written
         assert native.native_files == fast[-1].written and python.native_files == 0  # reported in --json
+
+
+def test_flatten_rows_gives_build_tree_its_lists() -> None:
+    """Each directory's rows become build_tree's lists; symlinks and rewrite ranges outside
+    their file are left (as (directory, name)); rewrites are kept only with an identity to
+    write; each mode is mapped once through perm."""
+    rows = [
+        [("a", 10, 0o644, "aa" * 32, (), ""), ("link", 0, 0o777, "", (), "a")],
+        [],
+        [("b", 12, 0o755, "bb" * 32, (2,), ""), ("far", 4, 0o644, "cc" * 32, (1,), ""), ("c", 5, 0o644, "dd" * 32, (), "")],
+    ]
+    calls: list[int] = []
+
+    def perm(mode: int) -> int:
+        calls.append(mode)
+        return mode | 0o1000
+
+    for ident_len, kept_rewrites, left in [(4, [(), (2,), ()], [(0, "link"), (2, "far")]),
+                                           (0, [(), (), (), ()], [(0, "link")])]:
+        calls.clear()
+        perms: dict[int, int] = {}
+        got = fastclone._native.flatten_rows(rows, perms, perm, ident_len)
+        file_dirs, digests, names, modes, sizes, rewrites, leave = got
+        expected_names = ["a", "b", "c"] if ident_len else ["a", "b", "far", "c"]
+        assert names == expected_names and leave == left
+        assert file_dirs == ([0, 2, 2] if ident_len else [0, 2, 2, 2])
+        assert digests == [{"a": "aa", "b": "bb", "far": "cc", "c": "dd"}[n] * 32 for n in names]
+        assert sizes == [{"a": 10, "b": 12, "far": 4, "c": 5}[n] for n in names]
+        assert modes == [{"a": 0o1644, "b": 0o1755, "far": 0o1644, "c": 0o1644}[n] for n in names]
+        assert rewrites == kept_rewrites and sorted(calls) == [0o644, 0o755] and perms == {0o644: 0o1644, 0o755: 0o1755}
+    with pytest.raises(TypeError):
+        fastclone._native.flatten_rows([[("a", 1, 0o644, "aa" * 32)]], {}, perm, 0)
