@@ -13,13 +13,13 @@ import os
 import threading
 import zlib
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 from .errors import CatalogError, NotFound
 from .modes import GO_DIR
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any
 
     JsonPair = tuple[dict[str, Any], dict[str, Any]]
@@ -232,7 +232,7 @@ class Catalog(_Record):
 
     def __init__(self, identity: str, path: str, tree: DirEntry, controller: str = "", space: str = "",
                  platform: str = "", blueprint: str = "", lifted: bool = False, rcc: str | None = None,
-                 source: Path | None = None, validated: bool = False) -> None:
+                 source: str | None = None, validated: bool = False) -> None:
         self.identity = identity
         self.path = path
         self.tree = tree
@@ -402,9 +402,10 @@ def read_catalog(path: str | os.PathLike[str]) -> Catalog:
 
 def read_catalog_bytes(path: str | os.PathLike[str]) -> bytes:
     """The raw (gzip'd) bytes of a catalog file; NotFound/CatalogError if unreadable."""
-    path = Path(path)
+    path = os.fspath(path)
     try:
-        return path.read_bytes()
+        with open(path, "rb") as f:
+            return f.read()
     except FileNotFoundError:
         raise NotFound(f"catalog not found: {path}") from None
     except IsADirectoryError:
@@ -448,7 +449,7 @@ def gunzip(raw: bytes) -> bytes:
 
 def parse_catalog(raw: bytes, path: str | os.PathLike[str]) -> Catalog:
     """Parse the bytes of a gzip'd RCC catalog file read from ``path`` (as :func:`read_catalog`)."""
-    path = Path(path)
+    path = os.fspath(path)
     with gc_paused():  # JSON decoding, too, makes tens of thousands of objects
         try:
             catalog = catalog_from_json(catalog_json(raw, path))
@@ -472,7 +473,7 @@ def _fast_json() -> Any:
     return orjson
 
 
-def catalog_json(raw: bytes, path: Path, *, fast: bool = True) -> Any:
+def catalog_json(raw: bytes, path: str, *, fast: bool = True) -> Any:
     """The decoded JSON of the bytes of a gzip'd catalog file read from ``path``: by orjson
     when ``fast`` and it takes them, else by json (which accepts a few things orjson does not:
     a BOM, lone surrogates, NaN; and reads numbers past 64 bits as ints, not floats)."""
@@ -598,6 +599,7 @@ def write_catalog(catalog: Catalog, path: str | os.PathLike[str], *, info_sideca
     """Write a gzip'd catalog (and RCC's ``.info`` sidecar) atomically."""
     import gzip
     import io
+    from pathlib import Path
 
     from .fsutil import atomic_write_bytes
 

@@ -29,7 +29,6 @@ import hashlib
 import marshal
 import os
 from collections.abc import Callable
-from pathlib import Path
 
 from .catalog import (
     Catalog,
@@ -60,9 +59,9 @@ def _identity(st: os.stat_result) -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def index_path(cache_root: str | os.PathLike[str], catalog_path: str | os.PathLike[str]) -> Path:
+def index_path(cache_root: str | os.PathLike[str], catalog_path: str | os.PathLike[str]) -> str:
     key = hashlib.sha256(os.path.abspath(os.fspath(catalog_path)).encode("utf-8", "surrogateescape")).hexdigest()
-    return Path(cache_root) / SUBDIR / key[:32]
+    return os.path.join(os.fspath(cache_root), SUBDIR, key[:32])
 
 
 def _encode_dir(d: DirEntry, where: str = "") -> tuple[Any, ...]:
@@ -73,7 +72,7 @@ def _encode_dir(d: DirEntry, where: str = "") -> tuple[Any, ...]:
     return (d.name, d.mode, d.symlink, d.shadow, subdirs, files)
 
 
-def _decode_dir(t: tuple[Any, ...], path: Path, identity: tuple[int, ...]) -> DirEntry:
+def _decode_dir(t: tuple[Any, ...], path: str, identity: tuple[int, ...]) -> DirEntry:
     name, mode, symlink, shadow, subdirs, files = t
     if subdirs is None:
         return LinkedDir(name, mode, symlink, shadow, functools.partial(_reread, path, identity, files), files)
@@ -82,7 +81,7 @@ def _decode_dir(t: tuple[Any, ...], path: Path, identity: tuple[int, ...]) -> Di
     return d
 
 
-def _reread(path: Path, identity: tuple[int, ...], where: str) -> JsonPair:
+def _reread(path: str, identity: tuple[int, ...], where: str) -> JsonPair:
     """What the catalog file records beneath the symlinked directory at ``where``, read again
     (the index does not keep it); CatalogError if the file is no longer the one indexed."""
     changed = CatalogError(f"catalog {path} changed while in use (beneath {where!r}): run the command again")
@@ -110,7 +109,7 @@ def _header(c: Catalog) -> tuple[Any, ...]:
     return (c.identity, c.path, c.controller, c.space, c.platform, c.blueprint, c.lifted, c.rcc, c.fingerprint)
 
 
-def _from_index(data: bytes, identity: tuple[int, ...], path: Path) -> Catalog | None:
+def _from_index(data: bytes, identity: tuple[int, ...], path: str) -> Catalog | None:
     try:
         fmt, stored_identity, header, tree = marshal.loads(data)
         if fmt != FORMAT or tuple(stored_identity) != identity:
@@ -125,9 +124,10 @@ def _from_index(data: bytes, identity: tuple[int, ...], path: Path) -> Catalog |
     return catalog
 
 
-def _load_index(index: Path, identity: tuple[int, ...], path: Path) -> Catalog | None:
+def _load_index(index: str, identity: tuple[int, ...], path: str) -> Catalog | None:
     try:
-        data = index.read_bytes()
+        with open(index, "rb") as f:
+            data = f.read()
     except OSError:
         return None
     with gc_paused():
@@ -137,7 +137,7 @@ def _load_index(index: Path, identity: tuple[int, ...], path: Path) -> Catalog |
 def load_indexed(path: str | os.PathLike[str], cache_root: str | os.PathLike[str]) -> Catalog | None:
     """The catalog at ``path`` from the index only (``validated`` set), or None if the index
     has no current entry for it (nothing is parsed)."""
-    path = Path(path)
+    path = os.fspath(path)
     try:
         identity = _identity(os.stat(path))
     except OSError:
@@ -150,7 +150,7 @@ def read_validated(path: str | os.PathLike[str]) -> Catalog:
     input); ``validated`` and ``fingerprint`` set."""
     from .validate import validate_catalog
 
-    path = Path(path)
+    path = os.fspath(path)
     raw = read_catalog_bytes(path)
     catalog = parse_catalog(raw, path)
     validate_catalog(catalog)
@@ -165,7 +165,7 @@ def load_catalog(path: str | os.PathLike[str], cache_root: str | os.PathLike[str
 
     Returns the catalog (``validated`` set) and, when the index must be (re)written, a
     function that writes it: call it when convenient, off the critical path, or never."""
-    path = Path(path)
+    path = os.fspath(path)
     if cache_root is None:
         return read_validated(path), None
     index = index_path(cache_root, path)
@@ -183,7 +183,7 @@ def load_catalog(path: str | os.PathLike[str], cache_root: str | os.PathLike[str
 
     def save() -> None:
         try:
-            private_dir(index.parent)
+            private_dir(os.path.dirname(index))
             with gc_paused():  # tens of thousands of new tuples
                 blob = marshal.dumps((FORMAT, identity, _header(catalog), _encode_dir(catalog.tree)), MARSHAL_VERSION)
             atomic_write_bytes(index, blob, mode=0o600)

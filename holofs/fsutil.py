@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from pathlib import Path
 
 from .errors import NoSpace
 
@@ -69,8 +68,10 @@ def reserve_fds(needed: int) -> int | None:
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` via a temporary file and one rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = os.fspath(path)
+    parent = os.path.dirname(path)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
     tmp = part_name(path)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
@@ -83,7 +84,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o
         os.replace(tmp, path)
     except OSError as exc:
         _unlink_quietly(tmp)
-        raise_for_disk(exc, os.fspath(path))
+        raise_for_disk(exc, path)
     except BaseException:
         _unlink_quietly(tmp)
         raise

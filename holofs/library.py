@@ -8,10 +8,11 @@ zstd container always adds a header), which keeps raw ``.gz`` files in raw libra
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import zlib
 from collections.abc import Iterator
-from pathlib import Path
 
 from .catalog import Catalog, catalog_name, read_catalog
 from .errors import CorruptBlob, LibraryError, MissingBlob, NotFound, UsageError
@@ -19,6 +20,7 @@ from .fsutil import part_name, raise_for_disk
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import BinaryIO
 
 GZIP = "gzip"
@@ -40,6 +42,11 @@ def detect_encoding(head: bytes, stored_size: int | None = None, expected_size: 
     if head.startswith(ZSTD_MAGIC):
         return ZSTD
     return RAW
+
+
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def blob_relpath(digest: str) -> str:
@@ -123,9 +130,23 @@ class Hololib:
     """A hololib directory: ``catalog/`` and ``library/``."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root).absolute()
-        self.library_dir = self.root / "library"
-        self.catalog_dir = self.root / "catalog"
+        # The root and library as strings too: a restore reads them without importing pathlib.
+        self.fspath = os.path.abspath(os.fspath(root))
+        self.library_fspath = os.path.join(self.fspath, "library")
+
+    @functools.cached_property
+    def root(self) -> Path:
+        from pathlib import Path
+
+        return Path(self.fspath)
+
+    @functools.cached_property
+    def library_dir(self) -> Path:
+        return self.root / "library"
+
+    @functools.cached_property
+    def catalog_dir(self) -> Path:
+        return self.root / "catalog"
 
     # -- construction ---------------------------------------------------------------
 
@@ -133,10 +154,10 @@ class Hololib:
     def open(cls, root: str | os.PathLike[str]) -> Hololib:
         """An existing hololib; a clear error if ``root`` is not one."""
         lib = cls(root)
-        if not lib.root.exists():
-            raise NotFound(f"hololib not found: {lib.root}")
-        if not lib.library_dir.is_dir():
-            raise LibraryError(f"{lib.root} is not a hololib: it has no library/ directory")
+        if not os.path.exists(lib.fspath):
+            raise NotFound(f"hololib not found: {lib.fspath}")
+        if not os.path.isdir(lib.library_fspath):
+            raise LibraryError(f"{lib.fspath} is not a hololib: it has no library/ directory")
         return lib
 
     @classmethod
@@ -150,8 +171,7 @@ class Hololib:
     @classmethod
     def of_catalog(cls, catalog_path: str | os.PathLike[str]) -> Hololib:
         """The hololib a catalog file lives in (``<hololib>/catalog/<name>``)."""
-        path = Path(catalog_path).absolute()
-        return cls.open(path.parent.parent)
+        return cls.open(os.path.dirname(os.path.dirname(os.path.abspath(os.fspath(catalog_path)))))
 
     # -- compression marker ----------------------------------------------------------
 
@@ -241,10 +261,10 @@ class Hololib:
             os.chmod(tmp, 0o644)
             os.replace(tmp, final)
         except OSError as exc:
-            Path(tmp).unlink(missing_ok=True)
+            _unlink_quietly(tmp)
             raise_for_disk(exc, os.fspath(final))
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            _unlink_quietly(tmp)
             raise
         return final
 
@@ -312,17 +332,16 @@ def encode_stream(source: BinaryIO, sink: BinaryIO, encoding: str, *, level: int
         raise UsageError(f"unknown compression {encoding!r}")
 
 
-def catalog_file(ref: str, hololib: str | os.PathLike[str] | None = None) -> tuple[Path, Hololib | None]:
+def catalog_file(ref: str, hololib: str | os.PathLike[str] | None = None) -> tuple[str | Path, Hololib | None]:
     """The catalog file named by path, or by name/blueprint inside ``hololib`` (not parsed).
 
     Returns the path and the opened ``hololib`` (None: the library holding the catalog file)."""
-    path = Path(ref)
     if hololib is not None:
         lib = Hololib.open(hololib)
-        return (path if path.is_file() else lib.find_catalog(ref)), lib
-    if path.is_dir():
+        return (ref if os.path.isfile(ref) else lib.find_catalog(ref)), lib
+    if os.path.isdir(ref):
         raise UsageError(f"{ref} is a directory: name a catalog file, or pass --hololib with a catalog name")
-    return path, None
+    return ref, None
 
 
 def resolve_catalog(ref: str, hololib: str | os.PathLike[str] | None = None) -> tuple[Catalog, Hololib]:

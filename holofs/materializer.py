@@ -16,7 +16,6 @@ import os
 import stat
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from . import fastclone, forkpool
 from .catalog import Catalog, DirEntry, FileEntry, file_count
@@ -435,7 +434,7 @@ def _clone_fast(ctx: _Ctx, dirs: list[tuple[str, DirEntry]], workers: int,
     if not fastclone.available(ctx.linker):
         return None
     try:
-        lib_fd = os.open(ctx.lib.library_dir, DIR_FLAGS)
+        lib_fd = os.open(ctx.lib.library_fspath, DIR_FLAGS)
     except OSError:
         return None  # the general path reports a missing library per blob
     try:
@@ -572,7 +571,7 @@ def materialize(catalog: Catalog, lib: Hololib, target: str | os.PathLike[str],
         cache_dir = os.fspath(default_cache_dir())
     from .paths import private_dir
 
-    private_dir(Path(cache_dir))  # refused at once if shared (world-writable, another user's)
+    private_dir(cache_dir)  # refused at once if shared (world-writable, another user's)
     linker = Linker(opts.strategy, opts.copy_patterns)
     store = VerifiedStore(cache_dir, buffered=True)
     dirs = list(live_dirs(catalog.tree))

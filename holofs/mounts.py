@@ -309,7 +309,7 @@ def _daemon_log_path(opts: MountOptions) -> Path:
     """Where a daemon logs before it knows its mountpoint (the cache's mounts dir)."""
     from .paths import default_cache_dir, private_dir
 
-    root = Path(opts.cache) if opts.cache else default_cache_dir()
+    root = Path(opts.cache or default_cache_dir())
     return private_dir(root.absolute() / "mounts") / f"daemon-{os.getpid()}.log"
 
 

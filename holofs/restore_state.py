@@ -215,11 +215,9 @@ def manifest_body(catalog: Catalog, perm: Callable[[int], int], fingerprint: str
         pass
     body = encode_body({"manifest": catalog_manifest(catalog, perm)})
     try:
-        from pathlib import Path
-
         from .paths import private_dir
 
-        private_dir(Path(cache_dir) / MANIFESTS)
+        private_dir(os.path.join(cache_dir, MANIFESTS))
         atomic_write_bytes(path, tag + body, mode=0o600)
     except (OSError, HolofsError):
         pass  # an optimisation only

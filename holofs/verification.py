@@ -27,7 +27,6 @@ import os
 import threading
 from collections.abc import Iterable
 from enum import StrEnum
-from pathlib import Path
 
 from .errors import HolofsError
 from .fsutil import atomic_write_bytes
@@ -242,8 +241,8 @@ class VerifiedStore:
             return
         from .paths import private_dir
 
-        private_dir(Path(self.root).parent)  # the cache root: refused if shared, never chmodded then
-        private_dir(Path(self.root))
+        private_dir(os.path.dirname(self.root))  # the cache root: refused if shared, never chmodded then
+        private_dir(self.root)
         self._root_made = True
 
     def _prune_due(self, size: int) -> bool:
@@ -328,4 +327,4 @@ def _key_device(key: str) -> int:
 def default_store() -> VerifiedStore:
     from .paths import default_cache_dir
 
-    return VerifiedStore(Path(default_cache_dir()))
+    return VerifiedStore(default_cache_dir())

@@ -56,7 +56,7 @@ def test_rcc_fixture_top_level(rcc_catalog: Path) -> None:
     assert cat.blueprint == "c34ed96c2d8a459a"
     assert cat.lifted is True
     assert cat.rcc is None
-    assert cat.source == rcc_catalog
+    assert cat.source == str(rcc_catalog)
     assert catalog_name(cat.blueprint, cat.platform) == rcc_catalog.name
 
 

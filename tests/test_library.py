@@ -128,7 +128,7 @@ def test_catalog_lookup(rcc_hololib: Path, rcc_catalog: Path) -> None:
     cat, found = resolve_catalog("c34ed96c2d8a459a", rcc_hololib)
     assert cat.blueprint == "c34ed96c2d8a459a" and found.root == rcc_hololib
     cat, found = resolve_catalog(str(rcc_catalog))
-    assert found.root == rcc_hololib and cat.source == rcc_catalog
+    assert found.root == rcc_hololib and cat.source == str(rcc_catalog)
     with pytest.raises(UsageError, match="is a directory"):
         resolve_catalog(str(rcc_hololib))
 

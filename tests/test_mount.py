@@ -344,10 +344,10 @@ def test_daemon_start_parses_the_catalog_in_the_parent(rcc_catalog: Path, tmp_pa
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     assert not is_mounted(mp) and _processes_naming(os.fspath(bad)) == []
     assert not list((cache / "mounts").glob("daemon-*.log"))
-    assert not index_path(cache, bad).exists()
+    assert not os.path.exists(index_path(cache, bad))
 
     with mounted(rcc_catalog, mp, cache=cache, args=("--relocate-name-only",)) as m:
-        index = index_path(cache, rcc_catalog)
+        index = Path(index_path(cache, rcc_catalog))
         assert index.is_file() and index.stat().st_mode & 0o777 == 0o600
         catalog, save = load_catalog(rcc_catalog, cache)
         assert save is None and catalog.validated  # served from the index the parent wrote

@@ -21,7 +21,7 @@ def _locate(directory: str, cache: str | None, upper: str | None) -> tuple[Any, 
     from ..upper import LayerDirs, layer_dirs_for
 
     target = os.path.abspath(directory)
-    cache_root = Path(cache).absolute() if cache else default_cache_dir()
+    cache_root = Path(cache or default_cache_dir()).absolute()
     record = read_record(cache_root, target)
     if upper:
         dirs = LayerDirs(Path(upper).absolute())
