@@ -81,6 +81,15 @@ class DirEntry(_Record):
         self.symlink = symlink
         self.shadow = shadow
 
+    def __eq__(self, other: object) -> bool:
+        # Any two directories compare by their fields, so that a lazily decoded LinkedDir or
+        # RowsDir equals the DirEntry it stands for (reading the fields decodes them).
+        if not isinstance(other, DirEntry):
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in DirEntry._FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]  # as _Record's
+
     @property
     def is_symlink(self) -> bool:
         return bool(self.symlink)
@@ -162,16 +171,6 @@ class LinkedDir(DirEntry):
     subdirs = _decoding(_SUBDIRS)  # type: ignore[assignment]
     files = _decoding(_FILES)  # type: ignore[assignment]
 
-    def __eq__(self, other: object) -> bool:  # equal to the DirEntry it stands for
-        return _same_dir(self, other)
-
-    __hash__ = None  # type: ignore[assignment]  # as DirEntry's
-
-
-def _same_dir(a: DirEntry, other: object) -> bool:
-    if not isinstance(other, DirEntry):
-        return NotImplemented
-    return all(getattr(a, f) == getattr(other, f) for f in DirEntry._FIELDS)
 
 
 FileRow = tuple  # (name, size, mode, digest, rewrite offsets (a tuple), symlink), as the catalog index keeps a file
@@ -200,11 +199,6 @@ class RowsDir(DirEntry):
             self._rows = None
 
     files = _decoding(_FILES)  # type: ignore[assignment]
-
-    def __eq__(self, other: object) -> bool:  # equal to the DirEntry it stands for
-        return _same_dir(self, other)
-
-    __hash__ = None  # type: ignore[assignment]  # as DirEntry's
 
 
 def file_rows(node: DirEntry) -> tuple[FileRow, ...] | list[FileRow]:

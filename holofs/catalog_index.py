@@ -42,7 +42,7 @@ from .catalog import (
 )
 from .errors import CatalogError, HolofsError
 from .fsutil import atomic_write_bytes
-from .paths import private_dir
+from .paths import path_key, private_dir
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -60,8 +60,7 @@ def _identity(st: os.stat_result) -> tuple[int, ...]:
 
 
 def index_path(cache_root: str | os.PathLike[str], catalog_path: str | os.PathLike[str]) -> str:
-    key = hashlib.sha256(os.path.abspath(os.fspath(catalog_path)).encode("utf-8", "surrogateescape")).hexdigest()
-    return os.path.join(os.fspath(cache_root), SUBDIR, key[:32])
+    return os.path.join(os.fspath(cache_root), SUBDIR, path_key(catalog_path))
 
 
 def _encode_dir(d: DirEntry, where: str = "") -> tuple[Any, ...]:

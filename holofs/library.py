@@ -8,7 +8,6 @@ zstd container always adds a header), which keeps raw ``.gz`` files in raw libra
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import zlib
@@ -16,7 +15,7 @@ from collections.abc import Iterator
 
 from .catalog import Catalog, catalog_name, read_catalog
 from .errors import CorruptBlob, LibraryError, MissingBlob, NotFound, UsageError
-from .fsutil import part_name, raise_for_disk
+from .fsutil import part_name, raise_for_disk, unlink_quietly
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -42,11 +41,6 @@ def detect_encoding(head: bytes, stored_size: int | None = None, expected_size: 
     if head.startswith(ZSTD_MAGIC):
         return ZSTD
     return RAW
-
-
-def _unlink_quietly(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
 
 
 def blob_relpath(digest: str) -> str:
@@ -261,10 +255,10 @@ class Hololib:
             os.chmod(tmp, 0o644)
             os.replace(tmp, final)
         except OSError as exc:
-            _unlink_quietly(tmp)
+            unlink_quietly(tmp)
             raise_for_disk(exc, os.fspath(final))
         except BaseException:
-            _unlink_quietly(tmp)
+            unlink_quietly(tmp)
             raise
         return final
 

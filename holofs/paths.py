@@ -43,6 +43,14 @@ def _user_dir(xdg_variable: str, xdg_default: str, platformdirs_function: str) -
     return str(getattr(platformdirs, platformdirs_function)("holofs"))
 
 
+def path_key(path: str | os.PathLike[str]) -> str:
+    """The name of a per-catalog cache file (index, manifest): 32 hex digits of the SHA-256
+    of ``path`` made absolute."""
+    import hashlib
+
+    return hashlib.sha256(os.path.abspath(os.fspath(path)).encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
 def private_dir(path: P) -> P:
     """Create ``path`` (and parents) readable by the owner only; return it.
 

@@ -203,8 +203,9 @@ def manifest_body(catalog: Catalog, perm: Callable[[int], int], fingerprint: str
     it instead. The file is an optimisation: unreadable, stale or foreign ones are replaced."""
     if catalog.source is None:
         return encode_body({"manifest": catalog_manifest(catalog, perm)})
-    key = hashlib.sha256(os.path.abspath(catalog.source).encode("utf-8", "surrogateescape")).hexdigest()[:32]
-    path = os.path.join(cache_dir, MANIFESTS, key)
+    from .paths import path_key, private_dir
+
+    path = os.path.join(cache_dir, MANIFESTS, path_key(catalog.source))
     tag = f"{STATE_VERSION} {fingerprint} {int(keep_special)}\n".encode()
     try:
         with open(path, "rb") as f:
@@ -215,8 +216,6 @@ def manifest_body(catalog: Catalog, perm: Callable[[int], int], fingerprint: str
         pass
     body = encode_body({"manifest": catalog_manifest(catalog, perm)})
     try:
-        from .paths import private_dir
-
         private_dir(os.path.join(cache_dir, MANIFESTS))
         atomic_write_bytes(path, tag + body, mode=0o600)
     except (OSError, HolofsError):
