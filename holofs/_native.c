@@ -201,7 +201,8 @@ typedef struct {
     const char *name;
     int parent;
     int fd;
-    int state; /* DIR_*, atomic */
+    int state;   /* DIR_*, atomic */
+    int pending; /* atomic: its units and its subdirectories not yet done; at 0 it is stamped */
 } dir_t;
 
 typedef struct {
@@ -225,6 +226,7 @@ typedef struct {
     Py_ssize_t nunits;
     Py_ssize_t next; /* atomic: the next unit to take */
     int stop;        /* atomic: an errno was met */
+    int unstamped;   /* atomic: a directory's fchmod or futimens failed */
     long long *counter;
 } tree_t;
 
@@ -362,14 +364,40 @@ static int write_all(int fd, const unsigned char *buf, size_t n) {
     return 0;
 }
 
-/* The blob's key as holofs.verification.blob_key formats it; its length, or -1. */
+/* " <v>" in decimal at p (room for 22 bytes); the end. (snprintf's format parsing cost ~1 %
+ * of a restore's CPU here, once per blob.) */
+static char *put_number(char *p, long long v) {
+    char digits[20];
+    int n = 0;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do
+        digits[n++] = (char)('0' + u % 10);
+    while (u /= 10);
+    *p++ = ' ';
+    if (v < 0)
+        *p++ = '-';
+    while (n)
+        *p++ = digits[--n];
+    return p;
+}
+
+/* The blob's key as holofs.verification.blob_key formats it ("<digest> <dev> <ino> <size>
+ * <mtime_ns> <ctime_ns>"); its length, or -1. */
 static int blob_key(const item_t *it, char *key, size_t cap) {
-    const char *slash = strrchr(it->blob, '/');
-    int n = snprintf(key, cap, "%s %llu %llu %lld %lld %lld", slash ? slash + 1 : it->blob,
-                     (unsigned long long)it->st.st_dev, (unsigned long long)it->st.st_ino, (long long)it->st.st_size,
-                     (long long)it->st.st_mtim.tv_sec * 1000000000LL + it->st.st_mtim.tv_nsec,
-                     (long long)it->st.st_ctim.tv_sec * 1000000000LL + it->st.st_ctim.tv_nsec);
-    return n > 0 && (size_t)n < cap ? n : -1;
+    const char *slash = strrchr(it->blob, '/'), *digest = slash ? slash + 1 : it->blob;
+    size_t len = strlen(digest);
+    if (len + 5 * 22 >= cap)
+        return -1;
+    memcpy(key, digest, len);
+    char *p = key + len;
+    /* dev and ino are unsigned: as long long they stay exact below 2^63, as every Linux one is */
+    p = put_number(p, (long long)it->st.st_dev);
+    p = put_number(p, (long long)it->st.st_ino);
+    p = put_number(p, (long long)it->st.st_size);
+    p = put_number(p, (long long)it->st.st_mtim.tv_sec * 1000000000LL + it->st.st_mtim.tv_nsec);
+    p = put_number(p, (long long)it->st.st_ctim.tv_sec * 1000000000LL + it->st.st_ctim.tv_nsec);
+    *p = '\0';
+    return (int)(p - key);
 }
 
 #define KEY_MAX 512
@@ -650,6 +678,16 @@ static void clone_one(tree_t *t, codec_t *c, int dir_fd, item_t *it) {
     }
 }
 
+/* One of directory d's units or subdirectories is done; after the last, its mode and the
+ * mother time, as the caller would set them (nothing is created in it after that). */
+static void dir_done(tree_t *t, int d) {
+    dir_t *dir = &t->dirs[d];
+    if (__atomic_sub_fetch(&dir->pending, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    if (((t->dir_mode & t->chmod_mask) && fchmod(dir->fd, t->dir_mode & 07777) < 0) || futimens(dir->fd, t->times) < 0)
+        __atomic_store_n(&t->unstamped, 1, __ATOMIC_RELAXED);
+}
+
 /* The fd of directory d, made (parents first) by whichever thread needs it first; -1 if it
  * cannot be made (the stop flag is then set). */
 static int ensure_dir(tree_t *t, int d) {
@@ -678,6 +716,8 @@ static int ensure_dir(tree_t *t, int d) {
         if (fd < 0)
             __atomic_store_n(&t->stop, 1, __ATOMIC_RELAXED);
         __atomic_store_n(&dir->state, fd < 0 ? DIR_FAILED : DIR_READY, __ATOMIC_RELEASE);
+        if (fd >= 0)
+            dir_done(t, dir->parent);
         return fd;
     }
 }
@@ -695,7 +735,8 @@ static void *tree_worker(void *arg) {
         if (fd < 0)
             break;
         long long made = 0;
-        for (Py_ssize_t i = unit->start; i < unit->end && !__atomic_load_n(&t->stop, __ATOMIC_RELAXED); i++) {
+        Py_ssize_t i = unit->start;
+        for (; i < unit->end && !__atomic_load_n(&t->stop, __ATOMIC_RELAXED); i++) {
             clone_one(t, &codec, fd, &t->items[i]);
             if (t->items[i].err > 0) {
                 __atomic_store_n(&t->stop, 1, __ATOMIC_RELAXED);
@@ -705,6 +746,8 @@ static void *tree_worker(void *arg) {
         }
         if (t->counter != NULL && made)
             __atomic_fetch_add(t->counter, made, __ATOMIC_RELAXED);
+        if (i == unit->end) /* after an error the caller stamps every directory itself */
+            dir_done(t, unit->dir);
     }
     codec_free(&codec);
     return NULL;
@@ -1160,8 +1203,14 @@ static char *blob_paths(PyObject *digests, item_t *items, Py_ssize_t n) {
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_ssize_t len;
         const char *hex = PyUnicode_AsUTF8AndSize(PyList_GET_ITEM(digests, i), &len);
-        items[i].blob = p;
-        p += sprintf(p, "%.2s/%.2s/%.2s/%s", hex, hex + 2, hex + 4, hex) + 1;
+        items[i].blob = p; /* "ab/cd/ef/abcdef..." */
+        for (int k = 0; k < 3; k++) {
+            *p++ = hex[2 * k];
+            *p++ = hex[2 * k + 1];
+            *p++ = '/';
+        }
+        memcpy(p, hex, (size_t)len + 1);
+        p += len + 1;
     }
     return block;
 }
@@ -1226,6 +1275,8 @@ static PyObject *build_tree(PyObject *Py_UNUSED(self), PyObject *args) {
         t.dirs[i].parent = (int)parent;
         t.dirs[i].fd = -1;
         t.dirs[i].state = DIR_TODO;
+        if (i > 0)
+            t.dirs[parent].pending++;
     }
     t.dirs[0].fd = root_fd;
     t.dirs[0].state = DIR_READY;
@@ -1260,6 +1311,8 @@ static PyObject *build_tree(PyObject *Py_UNUSED(self), PyObject *args) {
         PyErr_NoMemory();
         goto done;
     }
+    for (Py_ssize_t u = 0; u < t.nunits; u++)
+        t.dirs[t.units[u].dir].pending++;
     if (nthreads < 1)
         nthreads = 1;
     if (nthreads > 64)
@@ -1275,15 +1328,8 @@ static PyObject *build_tree(PyObject *Py_UNUSED(self), PyObject *args) {
     tree_worker(&t); /* this thread works too */
     for (int i = 0; i < started; i++)
         pthread_join(tids[i], NULL);
-    /* Every directory's files are in: its mode and the mother time, as the caller would set them. */
-    dirs_stamped = !t.stop;
-    for (Py_ssize_t i = 0; dirs_stamped && i < ndirs; i++) {
-        const dir_t *dir = &t.dirs[i];
-        if (dir->state != DIR_READY)
-            continue;
-        if (((dir_mode & chmod_mask) && fchmod(dir->fd, dir_mode & 07777) < 0) || futimens(dir->fd, t.times) < 0)
-            dirs_stamped = 0;
-    }
+    /* Without an error, every directory got its mode and the mother time after its last file (dir_done). */
+    dirs_stamped = !t.stop && !t.unstamped;
     Py_END_ALLOW_THREADS
     fds = PyList_New(ndirs);
     made = PyBytes_FromStringAndSize(NULL, n);
