@@ -185,8 +185,14 @@ class RowsDir(DirEntry):
     __slots__ = ("_rows",)
 
     def __init__(self, name: str, mode: int, symlink: str, shadow: bool, rows: tuple[FileRow, ...]) -> None:
-        DirEntry.__init__(self, name=name, mode=mode, symlink=symlink, shadow=shadow)
-        self._rows: tuple[FileRow, ...] | None = rows
+        # The fields are set here, not by DirEntry.__init__: its ``files = {}`` would go through
+        # the decoding property (an index load makes one per directory, 2.8k for the corpus).
+        self.name = name
+        self.mode = mode
+        self.subdirs = {}
+        self.symlink = symlink
+        self.shadow = shadow
+        self._rows: tuple[FileRow, ...] | None = rows  # the files slot is filled from them when first read
 
     def _decode(self) -> None:
         if getattr(self, "_rows", None) is None:

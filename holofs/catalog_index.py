@@ -76,7 +76,8 @@ def _decode_dir(t: tuple[Any, ...], path: str, identity: tuple[int, ...]) -> Dir
     if subdirs is None:
         return LinkedDir(name, mode, symlink, shadow, functools.partial(_reread, path, identity, files), files)
     d = RowsDir(name, mode, symlink, shadow, files)
-    d.subdirs = {s[0]: _decode_dir(s, path, identity) for s in subdirs}
+    if subdirs:  # most directories have none: RowsDir starts with an empty dict
+        d.subdirs = {s[0]: _decode_dir(s, path, identity) for s in subdirs}
     return d
 
 
