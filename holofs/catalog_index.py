@@ -25,7 +25,6 @@ One index file per catalog path, so the directory does not grow with catalog ver
 from __future__ import annotations
 
 import functools
-import hashlib
 import marshal
 import os
 from collections.abc import Callable
@@ -155,6 +154,8 @@ def read_validated(path: str | os.PathLike[str]) -> Catalog:
     catalog = parse_catalog(raw, path)
     validate_catalog(catalog)
     catalog.validated = True
+    import hashlib  # here, not at the top: a restore from the index needs no hashing
+
     catalog.fingerprint = hashlib.sha256(raw).hexdigest()
     return catalog
 

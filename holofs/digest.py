@@ -7,7 +7,6 @@ chars); otherwise SHA-256 (64 hex chars). The digest's length tells which.
 
 from __future__ import annotations
 
-import hashlib
 import mmap
 import os
 import re
@@ -93,6 +92,8 @@ class SipHash128:
 def new_hasher(algorithm: str) -> Hasher:
     """A fresh streaming hasher for ``algorithm`` (SHA256 or SIPHASH128)."""
     if algorithm == SHA256:
+        import hashlib  # on first use: a restore's start-up does without it
+
         return hashlib.sha256()
     if algorithm == SIPHASH128:
         return SipHash128()
@@ -117,4 +118,6 @@ def hash_file(path: str | os.PathLike[str], algorithm: str) -> str:
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
             if algorithm == SIPHASH128:
                 return siphash128(view).hex()
+            import hashlib
+
             return hashlib.sha256(view).hexdigest()

@@ -46,9 +46,18 @@ def _user_dir(xdg_variable: str, xdg_default: str, platformdirs_function: str) -
 def path_key(path: str | os.PathLike[str]) -> str:
     """The name of a per-catalog cache file (index, manifest): 32 hex digits of the SHA-256
     of ``path`` made absolute."""
-    import hashlib
+    data = os.path.abspath(os.fspath(path)).encode("utf-8", "surrogateescape")
+    try:  # a restore needs no other hash: the accelerator's spares it the import of hashlib
+        from ._native import sha256
 
-    return hashlib.sha256(os.path.abspath(os.fspath(path)).encode("utf-8", "surrogateescape")).hexdigest()[:32]
+        digest = sha256(data)
+    except ImportError:  # pragma: no cover - where the accelerator is not built
+        digest = None
+    if digest is None:
+        import hashlib
+
+        digest = hashlib.sha256(data).digest()
+    return digest.hex()[:32]
 
 
 def private_dir(path: P) -> P:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import json
 import marshal
 import os
@@ -47,6 +46,8 @@ def state_path(target: str) -> str:
 
 
 def file_fingerprint(path: str | os.PathLike[str]) -> str:
+    import hashlib  # here, not at the top: a restore from the index needs no hashing (~3 ms to import)
+
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
 
@@ -60,6 +61,8 @@ def catalog_fingerprint(catalog: Catalog) -> str:
             return file_fingerprint(catalog.source)
         except OSError:
             pass
+    import hashlib
+
     return hashlib.sha256(catalog_bytes(catalog)).hexdigest()
 
 

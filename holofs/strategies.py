@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import mmap
 import os
 import threading
@@ -334,6 +333,8 @@ def _hash_fd(fd: int, size: int, digest: str) -> str:
 def _hash_view(data: memoryview | mmap.mmap, alg: str | None) -> str:
     if alg == SIPHASH128:
         return siphash128(data).hex()
+    import hashlib  # on first use: a restore the native code hashes for never imports it
+
     return hashlib.sha256(data).hexdigest()
 
 

@@ -15,6 +15,14 @@ from holofs.catalog_index import index_path, load_catalog
 from holofs.errors import CatalogError
 
 
+def test_the_index_is_named_by_the_sha256_of_the_catalog_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The same name whether the accelerator or hashlib computes it: caches stay valid across builds.
+    monkeypatch.chdir(tmp_path)
+    for name in ("c.linux_amd64", "sub/\udcff-undecodable"):
+        expected = hashlib.sha256(os.path.abspath(name).encode("utf-8", "surrogateescape")).hexdigest()[:32]
+        assert os.path.basename(index_path(tmp_path / "cache", name)) == expected
+
+
 def test_second_load_comes_from_the_index(rcc_catalog: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     first, save = load_catalog(rcc_catalog, cache)

@@ -66,7 +66,7 @@ def test_anything_else_is_left_to_click(args: list[str]) -> None:
 def test_a_plain_materialize_runs_without_click(tmp_path: Path, rcc_catalog: Path) -> None:
     code = ("import sys\nfrom holofs.cli import main\nsys.argv = ['holofs', *sys.argv[1:]]\n"
             "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('click', 'dataclasses', 'typing', 'gzip', 'zlib_ng', 'zstandard', 'shutil', 'orjson', 'pathlib')), code)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('click', 'dataclasses', 'typing', 'gzip', 'zlib_ng', 'zstandard', 'shutil', 'orjson', 'pathlib', 'hashlib')), code)\n"
             "sys.exit(code)\n")
     env = {**os.environ, "HOLOFS_CACHE": str(tmp_path / "c")}
 
