@@ -13,7 +13,6 @@ User mistakes and bad input surface as HolofsError and are printed as one line
 from __future__ import annotations
 
 import gc
-import importlib
 import sys
 
 from .. import logs
@@ -21,6 +20,8 @@ from .plain import parse, report_errors
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     import click
 
 COMMANDS: dict[str, str] = {
@@ -47,9 +48,17 @@ def command_modules() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name.startswith("cmd_"))
 
 
+def command_module(module: str) -> Any:
+    """The ``cmd_*`` module ``module``, imported (by ``__import__``: importlib and warnings
+    would add ~0.5 ms to every command's start-up)."""
+    name = f"{__name__}.{module}"
+    __import__(name)
+    return sys.modules[name]
+
+
 def register_module(group: click.Group, module: str) -> None:
     """Import ``cmd_*`` module ``module`` and let it add its commands to ``group``."""
-    importlib.import_module(f"{__name__}.{module}").register(group)
+    command_module(module).register(group)
 
 
 PLAIN: tuple[str, ...] = ("materialize",)
@@ -65,7 +74,7 @@ def run_plain(args: list[str]) -> int | None:
     # A short-lived process of acyclic objects (modules, a catalog, the native call's lists):
     # garbage-collection passes over them only cost time (~3 ms of a restore).
     gc.disable()
-    module = importlib.import_module(f"{__name__}.{COMMANDS[args[0]]}")
+    module = command_module(COMMANDS[args[0]])
     kwargs = parse(args[1:], module.ARGUMENTS, module.OPTIONS)
     if kwargs is None:
         gc.enable()
