@@ -467,8 +467,8 @@ def _make_jobs(dirs: list[tuple[str, DirEntry]], left: dict[str, list[str]] | No
             names = list(node.files)
         else:
             names = left.get(rel, [])
-            if not names and not any(sub.symlink for sub in node.subdirs.values()):
-                continue
+            if not names and (not node.subdirs or not any(sub.symlink for sub in node.subdirs.values())):
+                continue  # (most directories have no subdirectories: no generator for them)
         if len(names) <= BATCH:
             job.append((rel, node, None if whole else names, True))
             size += len(names) + 1
