@@ -164,6 +164,21 @@ static int keyset_has(const keyset_t *ks, const char *key, size_t n) {
 
 /* The complete lines of log[0:len] as a keyset (a partial last line is ignored); -1 if out of
  * memory. Runs without the GIL (the log is an immutable bytes object the caller holds). */
+typedef struct {
+    const char *log;
+    size_t len;
+    keyset_t *ks;
+    int rc;
+} keyset_job_t;
+
+static int keyset_build(const char *log, size_t len, keyset_t *ks);
+
+static void *keyset_thread(void *arg) {
+    keyset_job_t *job = arg;
+    job->rc = keyset_build(job->log, job->len, job->ks);
+    return NULL;
+}
+
 static int keyset_build(const char *log, size_t len, keyset_t *ks) {
     size_t lines = 0, cap = 16;
     for (const char *p = log, *end = log + len; (p = memchr(p, '\n', (size_t)(end - p))) != NULL; p++)
@@ -1272,6 +1287,11 @@ static PyObject *build_tree(PyObject *Py_UNUSED(self), PyObject *args) {
                 .counter = counter_obj != Py_None ? counter.buf : NULL};
     t.times[0].tv_sec = t.times[1].tv_sec = (time_t)(mtime_ns / 1000000000LL);
     t.times[0].tv_nsec = t.times[1].tv_nsec = (long)(mtime_ns % 1000000000LL);
+    /* The verified keys' set is built in a thread of its own while this one reads the lists
+     * (~2 ms each for the corpus); the GIL is not needed for it. */
+    keyset_job_t keys = {.log = verified, .len = (size_t)verified_len, .ks = &t.verified};
+    pthread_t keys_tid;
+    int keys_thread = decode == 1 && pthread_create(&keys_tid, NULL, keyset_thread, &keys) == 0;
     t.dirs = PyMem_Calloc((size_t)ndirs, sizeof(dir_t));
     t.items = PyMem_Calloc(n ? (size_t)n : 1, sizeof(item_t));
     int *fdirs = PyMem_Calloc(n ? (size_t)n : 1, sizeof(int));
@@ -1339,8 +1359,16 @@ static PyObject *build_tree(PyObject *Py_UNUSED(self), PyObject *args) {
     if (nthreads > 64)
         nthreads = 64;
     Py_BEGIN_ALLOW_THREADS
-    if (decode == 1 && keyset_build(verified, (size_t)verified_len, &t.verified) < 0)
-        t.decode = 0; /* no memory for the lookup: compressed blobs go to the Python path */
+    if (decode == 1) {
+        if (keys_thread) {
+            pthread_join(keys_tid, NULL);
+            keys_thread = 0;
+        } else {
+            keys.rc = keyset_build(verified, (size_t)verified_len, &t.verified);
+        }
+        if (keys.rc < 0)
+            t.decode = 0; /* no memory for the lookup: every blob is hashed */
+    }
     pthread_t tids[64];
     int started = 0;
     for (; started < nthreads - 1; started++)
@@ -1393,6 +1421,8 @@ done:
     Py_XDECREF(keep);
     PyMem_Free(paths);
     PyMem_Free(t.units);
+    if (keys_thread) /* an error before the workers: the set is dropped unused */
+        pthread_join(keys_tid, NULL);
     free(t.verified.slot);
     PyMem_Free(offsets);
     PyMem_Free(fdirs);
