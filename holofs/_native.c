@@ -81,8 +81,8 @@
  *   ctypes for this one call costs a worker ~15 ms of start-up).
  *
  * sha256(data) -> bytes | None
- *   The SHA-256 of a bytes object (None without OpenSSL here): a restore's only hash, its
- *   cache key (holofs.paths.path_key), without importing hashlib (~3 ms of start-up).
+ *   The SHA-256 of a bytes object (None without OpenSSL here), for holofs.paths.path_key: a
+ *   restore from the catalog index then needs no hashlib (~3 ms of start-up).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -164,21 +164,6 @@ static int keyset_has(const keyset_t *ks, const char *key, size_t n) {
 
 /* The complete lines of log[0:len] as a keyset (a partial last line is ignored); -1 if out of
  * memory. Runs without the GIL (the log is an immutable bytes object the caller holds). */
-typedef struct {
-    const char *log;
-    size_t len;
-    keyset_t *ks;
-    int rc;
-} keyset_job_t;
-
-static int keyset_build(const char *log, size_t len, keyset_t *ks);
-
-static void *keyset_thread(void *arg) {
-    keyset_job_t *job = arg;
-    job->rc = keyset_build(job->log, job->len, job->ks);
-    return NULL;
-}
-
 static int keyset_build(const char *log, size_t len, keyset_t *ks) {
     size_t lines = 0, cap = 16;
     for (const char *p = log, *end = log + len; (p = memchr(p, '\n', (size_t)(end - p))) != NULL; p++)
@@ -200,6 +185,20 @@ static int keyset_build(const char *log, size_t len, keyset_t *ks) {
         ks->slot[i].n = n;
     }
     return 0;
+}
+
+/* keyset_build in a thread of its own (build_tree's, while it reads the lists). */
+typedef struct {
+    const char *log;
+    size_t len;
+    keyset_t *ks;
+    int rc;
+} keyset_job_t;
+
+static void *keyset_thread(void *arg) {
+    keyset_job_t *job = arg;
+    job->rc = keyset_build(job->log, job->len, job->ks);
+    return NULL;
 }
 
 typedef struct {
