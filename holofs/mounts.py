@@ -246,12 +246,18 @@ def serve_foreground(opts: MountOptions, *, on_ready: Any = None, preloaded: Any
         async def main() -> None:
             nonlocal overlay_up
             async with trio.open_nursery() as nursery:
-                await nursery.start(mount.serve)  # signals handled before anyone hears "ready"
+
+                async def serve(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+                    await mount.serve(task_status=task_status)
+                    nursery.cancel_scope.cancel()  # unmounted: the overlay watch ends too
+
+                await nursery.start(serve)  # signals handled before anyone hears "ready"
                 if layer is not None:
                     # The kernel looks the lower tree up while mounting: serve FUSE meanwhile.
                     await trio.to_thread.run_sync(functools.partial(_mount_layer, fuse_point, layer, mountpoint, catalog,
                                                                       allow_other=opts.allow_other))
                     overlay_up = True
+                    nursery.start_soon(_end_when_overlay_gone, mountpoint, nursery.cancel_scope)
                 _write_json(rundir / "mount.json", record)
                 if on_ready is not None:
                     on_ready(mountpoint, rundir)
@@ -273,6 +279,24 @@ def serve_foreground(opts: MountOptions, *, on_ready: Any = None, preloaded: Any
                 dump_stats()
                 (rundir / "mount.json").unlink(missing_ok=True)
                 log.info("unmounted %s", mountpoint)
+
+
+OVERLAY_CHECK_EVERY = 1.0
+"""Seconds between a writable mount's checks that its overlay is still mounted."""
+
+
+async def _end_when_overlay_gone(mountpoint: str, scope: Any) -> None:
+    """End the mount (``scope``: the serving nursery's) once the overlay at ``mountpoint`` has
+    been unmounted by someone else, e.g. ``umount(8)`` or systemd. Otherwise the daemon would
+    go on serving the hidden FUSE tree beneath it, which nobody can reach any more."""
+    import trio
+
+    while True:
+        await trio.sleep(OVERLAY_CHECK_EVERY)
+        if not is_holofs_mount(mountpoint):
+            log.info("the overlay at %s was unmounted: unmounting the FUSE tree beneath it", mountpoint)
+            scope.cancel()
+            return
 
 
 def _layer_for(opts: MountOptions, cache_root: Path, mountpoint: str) -> Any:

@@ -266,6 +266,18 @@ def test_umount_with_another_cache_still_ends_the_hidden_fuse_mount(rcc_catalog:
         wait_for(lambda: not pid_alive(m.pid), 30, "the daemon to exit")
 
 
+def test_a_plain_umount_of_a_writable_mount_ends_its_daemon(rcc_catalog: Path, tmp_path: Path) -> None:
+    """umount(8) (or systemd) removes only the overlay of a writable mount; the daemon notices,
+    unmounts the hidden FUSE tree beneath it and exits, so nothing is left behind."""
+    with mounted(rcc_catalog, tmp_path / "base" / RCC_TARGET, cache=tmp_path / "cache",
+                 args=("--relocate-name-only",)) as m:
+        lower = m.runtime_dir / "lower"
+        assert is_mounted(lower)
+        subprocess.run(["umount", os.fspath(m.mountpoint)], check=True)
+        wait_for(lambda: not pid_alive(m.pid), 30, "the daemon to exit")
+        assert not is_mounted(lower) and not is_mounted(m.mountpoint)
+
+
 def test_mount_errors_are_one_line(rcc_catalog: Path, tmp_path: Path) -> None:
     wrong_len = tmp_path / "base" / "short"
     proc = run_holofs("mount", rcc_catalog, wrong_len, "--cache", tmp_path / "cache")
