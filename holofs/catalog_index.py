@@ -39,6 +39,7 @@ from .catalog import (
     parse_catalog,
     read_catalog_bytes,
 )
+from .digest import sha256_hex
 from .errors import CatalogError, HolofsError
 from .fsutil import atomic_write_bytes
 from .paths import path_key, private_dir
@@ -154,9 +155,7 @@ def read_validated(path: str | os.PathLike[str]) -> Catalog:
     catalog = parse_catalog(raw, path)
     validate_catalog(catalog)
     catalog.validated = True
-    import hashlib  # here, not at the top: a restore from the index needs no hashing
-
-    catalog.fingerprint = hashlib.sha256(raw).hexdigest()
+    catalog.fingerprint = sha256_hex(raw)
     return catalog
 
 

@@ -46,18 +46,9 @@ def _user_dir(xdg_variable: str, xdg_default: str, platformdirs_function: str) -
 def path_key(path: str | os.PathLike[str]) -> str:
     """The name of a per-catalog cache file (index, manifest): 32 hex digits of the SHA-256
     of ``path`` made absolute."""
-    data = os.path.abspath(os.fspath(path)).encode("utf-8", "surrogateescape")
-    try:  # the accelerator's SHA-256 spares a restore the import of hashlib (~3 ms)
-        from ._native import sha256
+    from .digest import sha256_hex
 
-        digest = sha256(data)
-    except ImportError:  # pragma: no cover - where the accelerator is not built
-        digest = None
-    if digest is None:
-        import hashlib
-
-        digest = hashlib.sha256(data).digest()
-    return digest.hex()[:32]
+    return sha256_hex(os.path.abspath(os.fspath(path)).encode("utf-8", "surrogateescape"))[:32]
 
 
 def private_dir(path: P) -> P:

@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 from . import forkpool
 from .catalog import MOTHER_TIME, Catalog, DirEntry, catalog_bytes, file_rows
+from .digest import sha256_hex
 from .errors import Busy, HolofsError
 from .fsutil import DIR_FLAGS, atomic_write_bytes
 
@@ -46,10 +47,8 @@ def state_path(target: str) -> str:
 
 
 def file_fingerprint(path: str | os.PathLike[str]) -> str:
-    import hashlib  # here, not at the top: a restore from the index needs no hashing (~3 ms to import)
-
     with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
+        return sha256_hex(f.read())
 
 
 def catalog_fingerprint(catalog: Catalog) -> str:
@@ -61,9 +60,7 @@ def catalog_fingerprint(catalog: Catalog) -> str:
             return file_fingerprint(catalog.source)
         except OSError:
             pass
-    import hashlib
-
-    return hashlib.sha256(catalog_bytes(catalog)).hexdigest()
+    return sha256_hex(catalog_bytes(catalog))
 
 
 def live_dirs(tree: DirEntry):
